@@ -1,0 +1,2 @@
+"""relevel: graded search-relevance training data made by machine."""
+__version__ = "0.1.0"

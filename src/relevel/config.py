@@ -1,0 +1,125 @@
+"""One YAML config per run, validated by pydantic. Unknown keys and wrong types are errors naming file and key.
+
+Relative paths resolve against the config file's folder first, then the current directory;
+`builtin:NAME` names a file shipped inside the package (the embedded demo data).
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from relevel.data.scale import LevelScale
+from relevel.data.validation import DatasetSpec, OnError
+from relevel.errors import ConfigError
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def resolve_path(value: str | Path, base_dir: Path | None) -> Path:
+    """`builtin:x` -> file in the package; relative -> config folder, else current directory."""
+    text = str(value)
+    if text.startswith(BUILTIN_PREFIX):
+        return Path(str(resources.files("relevel").joinpath(text.removeprefix(BUILTIN_PREFIX))))
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path
+    if base_dir is not None and (base_dir / path).exists():
+        return (base_dir / path).resolve()
+    return path.resolve()
+
+
+class DataConfig(DatasetSpec):
+    """Where the splits are and how to read them."""
+
+    train: Path = Field(description="Labelled pairs used for training (stages 1-2 and every trainer).")
+    dev: Path | None = Field(None, description="Labelled evaluation split; never trains anything.")
+    unlabeled: Path | None = Field(None, description="Documents without queries, for synthesis.")
+    on_error: OnError = Field("fail", description="Bad record: 'fail' stops with file:line:field, "
+                              "'reject' writes it to rejects.jsonl and goes on.")
+
+    @field_validator("train", "dev", "unlabeled", mode="before")
+    @classmethod
+    def _resolve(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        base_dir = (info.context or {}).get("base_dir")
+        return resolve_path(value, base_dir)
+
+    def spec(self) -> DatasetSpec:
+        """How to read a file, without where the files are (paths are hashed by content instead)."""
+        return DatasetSpec(**self.model_dump(include=set(DatasetSpec.model_fields)))
+
+    def splits(self) -> dict[str, Path]:
+        named = {"train": self.train, "dev": self.dev, "unlabeled": self.unlabeled}
+        return {name: path for name, path in named.items() if path is not None}
+
+
+class RuntimeConfig(BaseModel):
+    """How to run, not what to compute: never part of a cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_size: int = Field(1000, gt=0, description="Records per committed output chunk (resume granularity).")
+    progress: bool = Field(True, description="Show progress bars.")
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Run name, shown in reports.")
+    scale: LevelScale
+    data: DataConfig
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = resolve_path(path, None)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    try:
+        return RunConfig.model_validate(raw, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc)) from None
+
+
+def format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s) in the config"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(error["loc"]), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            lines.append(f"  key '{key}': unknown key{hint}")
+        elif error["type"] == "missing":
+            lines.append(f"  key '{key}': required, missing")
+        else:
+            lines.append(f"  key '{key}': {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """Field names of the config section that holds `loc`, for a did-you-mean hint."""
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        sections = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not sections:
+            return []
+        model = sections[0]
+    return list(model.model_fields)

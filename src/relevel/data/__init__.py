@@ -1,0 +1,1 @@
+"""Data layer: level scales, typed records, readers, document templates and validation."""

@@ -1,0 +1,131 @@
+"""Row readers for JSON lines, CSV/TSV and Parquet.
+
+They never raise on a bad row: each row comes back as a `RawRow` with either its data or the reason it
+could not be read, so validation decides (stop or reject) in one place, with the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from relevel.errors import InputError
+
+Format = Literal["jsonl", "csv", "tsv", "parquet"]
+_SUFFIX_FORMATS: dict[str, Format] = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+}
+_BOM = "\ufeff"
+
+
+@dataclass(frozen=True)
+class RawRow:
+    """One input line (or Parquet row, 1-based). `data` is None when the row could not be parsed."""
+
+    path: Path
+    line: int
+    data: dict | None = None
+    error: str | None = None
+    raw: str = ""
+    blank: bool = False
+
+
+def detect_format(path: Path, declared: Format | None = None) -> Format:
+    if declared:
+        return declared
+    try:
+        return _SUFFIX_FORMATS[path.suffix.lower()]
+    except KeyError:
+        known = ", ".join(sorted(_SUFFIX_FORMATS))
+        raise InputError(path, None, None, f"unknown file type '{path.suffix}'; use one of {known} "
+                         "or set `format` in the config") from None
+
+
+def iter_rows(path: Path, fmt: Format | None = None) -> Iterator[RawRow]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, None, "file not found")
+    fmt = detect_format(path, fmt)
+    if fmt == "jsonl":
+        yield from _iter_jsonl(path)
+    elif fmt == "parquet":
+        yield from _iter_parquet(path)
+    else:
+        yield from _iter_delimited(path, "," if fmt == "csv" else "\t")
+
+
+def _iter_jsonl(path: Path) -> Iterator[RawRow]:
+    with path.open("rb") as handle:
+        for line_no, raw_bytes in enumerate(handle, start=1):
+            try:
+                text = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield RawRow(path, line_no, error=f"invalid UTF-8 at byte {exc.start}",
+                             raw=raw_bytes.decode("utf-8", "replace").rstrip("\r\n"))
+                continue
+            if line_no == 1:
+                text = text.removeprefix(_BOM)
+            text = text.rstrip("\r\n")
+            if not text.strip():
+                yield RawRow(path, line_no, raw=text, blank=True)
+                continue
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield RawRow(path, line_no, error=f"bad JSON ({exc.msg} at column {exc.colno})", raw=text)
+                continue
+            if not isinstance(data, dict):
+                yield RawRow(path, line_no, error=f"expected a JSON object, got {type(data).__name__}", raw=text)
+                continue
+            yield RawRow(path, line_no, data=data, raw=text)
+
+
+def _iter_delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
+    # surrogateescape keeps undecodable bytes visible per row instead of failing the whole file.
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        if reader.fieldnames:
+            reader.fieldnames = [name.removeprefix(_BOM).strip() for name in reader.fieldnames]
+        line_no = reader.line_num
+        for row in reader:
+            start, line_no = line_no + 1, reader.line_num
+            raw = delimiter.join("" if v is None else str(v) for v in row.values())
+            if None in row:
+                yield RawRow(path, start, error="more columns than the header", raw=raw)
+            elif any(isinstance(v, str) and _has_surrogates(v) for v in row.values()):
+                yield RawRow(path, start, error="invalid UTF-8", raw=raw.encode("utf-8", "replace").decode())
+            elif not any((v or "").strip() for v in row.values()):
+                yield RawRow(path, start, raw=raw, blank=True)
+            else:
+                yield RawRow(path, start, data={k: v for k, v in row.items() if v is not None}, raw=raw)
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _iter_parquet(path: Path) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq  # heavy; only Parquet users pay for it
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
+        raise InputError(path, None, None, f"not a readable Parquet file ({exc})") from None
+    row_no = 0
+    for batch in parquet.iter_batches(batch_size=4096):
+        for data in batch.to_pylist():
+            row_no += 1
+            yield RawRow(path, row_no, data=data, raw=json.dumps(data, ensure_ascii=False, default=str))

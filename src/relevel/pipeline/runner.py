@@ -1,0 +1,166 @@
+"""Runs steps in order in a run directory: checks the plan first, then for each step a cache hit, a resume
+or a fresh run, decided by its key (step class, VERSION, identity, upstream keys, input file hashes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from relevel import __version__
+from relevel.errors import RelevelError
+from relevel.pipeline.io import file_sha256, write_json
+from relevel.pipeline.step import Step, StepContext
+
+MANIFEST = "manifest.json"
+Status = Literal["cached", "resume", "run"]
+_STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    step: Step
+    key: str
+    status: Status
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step: str
+    status: Status
+    wall_s: float
+    manifest: dict
+
+
+class Pipeline:
+    """An ordered list of steps writing under `run_dir/<step name>/`."""
+
+    def __init__(self, steps: Sequence[Step], run_dir: Path, chunk_size: int = 1000, progress: bool = True):
+        self.steps, self.run_dir = list(steps), Path(run_dir)
+        self.chunk_size, self.progress = chunk_size, progress
+        self._file_hashes: dict[Path, str] = {}
+        self._check()
+
+    def _check(self) -> None:
+        """Fails before any work if a step is misnamed, or an input is unbound or bound to nothing."""
+        produced: set[str] = set()
+        names: set[str] = set()
+        for step in self.steps:
+            if not _STEP_NAME.match(step.name):
+                raise RelevelError(f"step name {step.name!r}: use lower-case letters, digits and '-'")
+            if step.name in names:
+                raise RelevelError(f"step name {step.name!r} is used twice")
+            names.add(step.name)
+            slots = set(step.inputs) | set(step.optional_inputs)
+            for slot in step.inputs:
+                if slot not in step.bind:
+                    raise RelevelError(f"step {step.name!r}: input '{slot}' is not bound; "
+                                       f"pass bind={{'{slot}': 'STEP/OUTPUT'}}")
+            for slot, ref in step.bind.items():
+                if slot not in slots:
+                    raise RelevelError(f"step {step.name!r} has no input '{slot}'; it takes {sorted(slots)}")
+                if ref not in produced:
+                    raise RelevelError(f"step {step.name!r}: input '{slot}' = {ref!r} is not an output of an "
+                                       f"earlier step; available: {sorted(produced)}")
+            produced |= {f"{step.name}/{output}" for output in step.outputs}
+
+    def plan(self) -> list[PlannedStep]:
+        planned: list[PlannedStep] = []
+        keys: dict[str, str] = {}
+        for step in self.steps:
+            key = self._key(step, keys)
+            keys[step.name] = key
+            manifest = read_manifest(self.run_dir / step.name)
+            if manifest and manifest.get("key") == key:
+                status: Status = "cached" if manifest.get("status") == "done" else "resume"
+            else:
+                status = "run"
+            planned.append(PlannedStep(step, key, status))
+        return planned
+
+    def run(self, on_step: Callable[[StepOutcome], None] | None = None) -> list[StepOutcome]:
+        outcomes = []
+        for planned in self.plan():
+            outcome = self._run_step(planned)
+            outcomes.append(outcome)
+            if on_step:
+                on_step(outcome)
+        return outcomes
+
+    def _run_step(self, planned: PlannedStep) -> StepOutcome:
+        step, step_dir = planned.step, self.run_dir / planned.step.name
+        if planned.status == "cached":
+            return StepOutcome(step.name, "cached", 0.0, read_manifest(step_dir))
+        if planned.status == "run" and step_dir.exists():
+            shutil.rmtree(step_dir)  # outputs of another key: stale
+        step_dir.mkdir(parents=True, exist_ok=True)
+        previous = read_manifest(step_dir) if planned.status == "resume" else None
+        manifest = {
+            "step": step.name,
+            "class": f"{type(step).__module__}.{type(step).__qualname__}",
+            "version": step.VERSION,
+            "key": planned.key,
+            "identity": step.identity(),
+            "inputs": step.bind,
+            "input_files": {slot: {"path": str(path), "sha256": self._file_hash(path)}
+                            for slot, path in step.input_files().items()},
+            "package_version": __version__,
+            # resume keeps the chunking it started with, or chunk numbers would not line up.
+            "chunk_size": previous["chunk_size"] if previous else self.chunk_size,
+            "status": "running",
+            "started": previous["started"] if previous else _now(),
+            "resumes": previous["resumes"] + 1 if previous else 0,
+        }
+        write_json(step_dir / MANIFEST, manifest)
+        ctx = StepContext(
+            step_dir=step_dir,
+            inputs={slot: self.run_dir / ref for slot, ref in step.bind.items()},
+            chunk_size=manifest["chunk_size"],
+            progress=self.progress,
+        )
+        start = time.perf_counter()
+        result = step.run(ctx)
+        wall = time.perf_counter() - start
+        manifest.update(status="done", finished=_now(), wall_s=round(wall, 3),
+                        counts=result.counts, metrics=result.metrics)
+        write_json(step_dir / MANIFEST, manifest)
+        return StepOutcome(step.name, planned.status, wall, manifest)
+
+    def _key(self, step: Step, upstream: dict[str, str]) -> str:
+        payload = {
+            "class": f"{type(step).__module__}.{type(step).__qualname__}",
+            "version": step.VERSION,
+            "identity": step.identity(),
+            "inputs": {slot: upstream[ref.split("/")[0]] + "/" + ref.split("/")[1]
+                       for slot, ref in sorted(step.bind.items())},
+            "files": {slot: self._file_hash(path) for slot, path in sorted(step.input_files().items())},
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def _file_hash(self, path: Path) -> str:
+        if path not in self._file_hashes:
+            if not path.is_file():
+                raise RelevelError(f"{path}: input file not found")
+            self._file_hashes[path] = file_sha256(path)
+        return self._file_hashes[path]
+
+
+def read_manifest(step_dir: Path) -> dict | None:
+    path = Path(step_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None  # written atomically, so only a foreign file lands here: treat as absent
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

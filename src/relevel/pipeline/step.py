@@ -1,0 +1,110 @@
+"""Steps: declared inputs and outputs, an identity that feeds the cache key, and a `run`.
+
+A step is a dataclass. Its fields are its parameters: all of them feed the cache key except `name`,
+`bind`, fields marked `RUNTIME` (batch size, threads: how, not what) and fields marked `INPUT_FILE`
+(hashed by content instead, so moving a file does not invalidate the cache).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+from tqdm.auto import tqdm
+
+from relevel.pipeline.io import ChunkedOutputs, batched
+
+RUNTIME = {"runtime": True}
+INPUT_FILE = {"input_file": True}
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a running step may touch: its own folder and its bound inputs."""
+
+    step_dir: Path
+    inputs: dict[str, Path]
+    chunk_size: int
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class StepResult:
+    counts: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Step(ABC):
+    """One unit of work in a run. Subclasses declare `inputs`/`outputs` and implement `run`."""
+
+    VERSION: ClassVar[int] = 1
+    inputs: ClassVar[tuple[str, ...]] = ()  # input slots that must be bound
+    optional_inputs: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()  # output folders under the step's directory
+
+    name: str
+    bind: dict[str, str] = field(default_factory=dict)  # input slot -> "step-name/output"
+
+    @abstractmethod
+    def run(self, ctx: StepContext) -> StepResult: ...
+
+    def identity(self) -> dict[str, Any]:
+        """Parameters that define the output (the cache key's part that comes from this step)."""
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in ("name", "bind") and not f.metadata.get("runtime") and not f.metadata.get("input_file")
+        }
+
+    def input_files(self) -> dict[str, Path]:
+        return {f.name: Path(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.metadata.get("input_file") and getattr(self, f.name) is not None}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return json.loads(json.dumps(value, default=str))
+
+
+@dataclass(kw_only=True)
+class RecordStep(Step):
+    """A step that maps a stream of items to record outputs, committed chunk by chunk.
+
+    `items` must be deterministic and cheap (it is replayed in full on resume); the costly work belongs
+    in `process`, which is skipped for chunks already committed.
+    """
+
+    @abstractmethod
+    def items(self, ctx: StepContext) -> Iterable[Any]: ...
+
+    @abstractmethod
+    def process(self, batch: list[Any]) -> dict[str, list[dict]]: ...
+
+    def total(self, ctx: StepContext) -> int | None:
+        """Number of items, for the progress bar, when cheap to know."""
+        return None
+
+    def metrics(self, ctx: StepContext, outputs: ChunkedOutputs) -> dict[str, Any]:
+        """Metrics for the manifest once every chunk is committed."""
+        return {}
+
+    def run(self, ctx: StepContext) -> StepResult:
+        outputs = ChunkedOutputs(ctx.step_dir, self.outputs)
+        resumed = 0
+        with tqdm(total=self.total(ctx), desc=self.name, unit="rec", disable=not ctx.progress,
+                  leave=False) as bar:
+            for index, batch in enumerate(batched(self.items(ctx), ctx.chunk_size)):
+                if outputs.is_committed(index):
+                    resumed += len(batch)
+                else:
+                    outputs.commit(index, self.process(batch))
+                bar.update(len(batch))
+        return StepResult(outputs.counts(), {**self.metrics(ctx, outputs), "items_resumed": resumed})
