@@ -81,7 +81,7 @@ def _iter_jsonl(path: Path) -> Iterator[RawRow]:
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield RawRow(path, line_no, error=f"bad JSON ({exc.msg} at column {exc.colno})", raw=text)
+                yield RawRow(path, line_no, error=f"bad JSON: {exc.msg} (column {exc.colno})", raw=text)
                 continue
             if not isinstance(data, dict):
                 yield RawRow(path, line_no, error=f"expected a JSON object, got {type(data).__name__}", raw=text)
@@ -90,23 +90,25 @@ def _iter_jsonl(path: Path) -> Iterator[RawRow]:
 
 
 def _iter_delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
+    # csv.reader, not DictReader: DictReader skips blank lines without a word, and they must be counted.
     # surrogateescape keeps undecodable bytes visible per row instead of failing the whole file.
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        if reader.fieldnames:
-            reader.fieldnames = [name.removeprefix(_BOM).strip() for name in reader.fieldnames]
-        line_no = reader.line_num
-        for row in reader:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header: list[str] | None = None
+        line_no = 0
+        for cells in reader:
             start, line_no = line_no + 1, reader.line_num
-            raw = delimiter.join("" if v is None else str(v) for v in row.values())
-            if None in row:
-                yield RawRow(path, start, error="more columns than the header", raw=raw)
-            elif any(isinstance(v, str) and _has_surrogates(v) for v in row.values()):
-                yield RawRow(path, start, error="invalid UTF-8", raw=raw.encode("utf-8", "replace").decode())
-            elif not any((v or "").strip() for v in row.values()):
+            raw = delimiter.join(cells)
+            if not any(cell.strip() for cell in cells):
                 yield RawRow(path, start, raw=raw, blank=True)
+            elif header is None:
+                header = [cell.removeprefix(_BOM).strip() for cell in cells]
+            elif len(cells) > len(header):
+                yield RawRow(path, start, error=f"{len(cells)} columns, the header has {len(header)}", raw=raw)
+            elif _has_surrogates(raw):
+                yield RawRow(path, start, error="invalid UTF-8", raw=raw.encode("utf-8", "replace").decode())
             else:
-                yield RawRow(path, start, data={k: v for k, v in row.items() if v is not None}, raw=raw)
+                yield RawRow(path, start, data=dict(zip(header, cells)), raw=raw)
 
 
 def _has_surrogates(text: str) -> bool:

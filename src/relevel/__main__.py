@@ -1,0 +1,3 @@
+from relevel.cli import main
+
+main()

@@ -1,0 +1,49 @@
+import pytest
+
+from relevel.config import load_config
+from relevel.errors import ConfigError
+
+from conftest import REPO, write_config, write_lines, pair
+
+
+def test_unknown_key_names_file_and_key_with_a_hint(tmp_path):
+    path = write_config(tmp_path / "c.yaml", "train.jsonl", extra="")
+    path.write_text(path.read_text().replace("runtime:", "runtim:"))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(path) in str(error.value) and "key 'runtim': unknown key; did you mean 'runtime'?" in str(error.value)
+    path.write_text(path.read_text().replace("fields:", "feilds:"))
+    with pytest.raises(ConfigError, match=r"key 'data.feilds': unknown key; did you mean 'fields'"):
+        load_config(path)
+
+
+def test_wrong_type_and_missing_key(tmp_path):
+    path = write_config(tmp_path / "c.yaml", "train.jsonl", chunk_size="many")
+    with pytest.raises(ConfigError, match=r"key 'runtime.chunk_size': Input should be a valid integer"):
+        load_config(path)
+    path.write_text("name: x\n")
+    with pytest.raises(ConfigError, match=r"key 'scale': required, missing"):
+        load_config(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_paths_resolve_against_config_folder_then_cwd(tmp_path, monkeypatch):
+    (tmp_path / "cfg").mkdir()
+    beside = write_lines(tmp_path / "cfg" / "train.jsonl", [pair(1)])
+    assert load_config(write_config(tmp_path / "cfg" / "c.yaml", "train.jsonl")).data.train == beside
+    monkeypatch.chdir(tmp_path)
+    in_cwd = write_lines(tmp_path / "other.jsonl", [pair(1)])
+    assert load_config(write_config(tmp_path / "cfg" / "d.yaml", "other.jsonl")).data.train == in_cwd
+
+
+def test_shipped_configs_load():
+    demo = load_config("builtin:demo/demo.yaml")
+    assert demo.scale.num_levels == 4 and demo.data.train.is_file() and demo.data.unlabeled.is_file()
+    assert load_config(REPO / "configs" / "demo.yaml") == demo
+    qbqtc = load_config(REPO / "configs" / "qbqtc.yaml")
+    assert qbqtc.scale.num_levels == 3 and qbqtc.data.document.fields == ("title",)
