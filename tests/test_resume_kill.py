@@ -65,3 +65,22 @@ def test_sigkill_mid_step_then_resume_matches_uninterrupted_run(tmp_path):
     assert manifest["counts"] == read_manifest(tmp_path / "clean" / "validate")["counts"]
     merged = [json.loads(line) for line in (killed_dir / "rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["reason"]) for r in merged] == expected_rejects
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    data = big_input(tmp_path)
+    config = write_config(tmp_path / "c.yaml", data, chunk_size=CHUNK)
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "relevel", "data", "validate", str(data), "--config",
+                                str(config), "--on-error", "reject", "--out", str(run_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = run_dir / "validate" / "records" / "chunk-00002.jsonl"
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Resume with: relevel data validate" in stderr.replace("\n", " ")
+    resumed = relevel_cli("data", "validate", data, "--config", config, "--on-error", "reject", "--out", run_dir)
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,7 +16,7 @@ from rich.table import Table as RichTable
 from relevel.config import RunConfig, load_config
 from relevel.data.stats import document_stats, pair_stats
 from relevel.data.validation import OnError, RecordReader, Reject, guess_kind
-from relevel.errors import RelevelError
+from relevel.errors import Interrupted, RelevelError
 from relevel.eval.report import Table, documents_table, level_table, structure_table
 from relevel.pipeline import run as run_module
 from relevel.pipeline.ingest import IngestSplit
@@ -101,7 +103,8 @@ def data_validate(
     step = IngestSplit(name="validate", path=file.resolve(), kind=guess_kind(file, spec), scope=file.stem,
                        spec=spec, scale=cfg.scale, on_error=cfg.data.on_error)
     pipeline = Pipeline([step], out, cfg.runtime.chunk_size, cfg.runtime.progress)
-    [outcome] = pipeline.run(_report_step)
+    with _resumable():
+        [outcome] = pipeline.run(_report_step)
     rejects = run_module.merge_rejects(out, ["validate"])
     m = outcome.manifest["metrics"]
     console.print(f"{m['records']} records, {rejects} rejected (→ {out / 'rejects.jsonl'}), "
@@ -125,7 +128,9 @@ def run_command(
                            for p in plan]))
         _print_not_built()
         return
-    _finish(run_module.run(cfg, out, _report_step))
+    with _resumable():
+        result = run_module.run(cfg, out, _report_step)
+    _finish(result)
 
 
 @app.command("demo")
@@ -133,7 +138,9 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")
     """Run the pipeline on the embedded sample (4-level short-video search, Chinese); no arguments needed."""
     cfg = load_config(DEMO_CONFIG)
     console.print(f"relevel demo: embedded sample '{cfg.name}' → {out}")
-    _finish(run_module.run(cfg, out, _report_step))
+    with _resumable():
+        result = run_module.run(cfg, out, _report_step)
+    _finish(result)
 
 
 def _finish(result: run_module.RunResult) -> None:
@@ -151,13 +158,20 @@ def _print_not_built() -> None:
     console.print("[yellow]not built yet:[/yellow] " + "; ".join(run_module.NOT_BUILT))
 
 
+@contextmanager
+def _resumable() -> Iterator[None]:
+    """Ctrl-C inside a run: committed chunks stay; say how to go on (typer would exit 130 silently)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        command = shlex.join(["relevel", *sys.argv[1:]])
+        raise Interrupted(f"interrupted; committed chunks are kept. Resume with: {command}") from None
+
+
 def main() -> None:
     try:
         app()
     except RelevelError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        command = shlex.join(["relevel", *sys.argv[1:]])
-        Console(stderr=True).print(f"interrupted; committed chunks are kept. Resume with: {command}")
-        sys.exit(130)
+        label = "[yellow]stopped:[/yellow]" if isinstance(exc, Interrupted) else "[red]error:[/red]"
+        Console(stderr=True).print(f"{label} {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)

@@ -8,6 +8,8 @@ from pathlib import Path
 class RelevelError(Exception):
     """A mistake in the user's input or config; the message says what to fix."""
 
+    exit_code = 2
+
 
 class InputError(RelevelError):
     """A bad record: names the file, the line (or row) and the field."""
@@ -21,3 +23,9 @@ class InputError(RelevelError):
 
 class ConfigError(RelevelError):
     """A bad config file: names the file and the key."""
+
+
+class Interrupted(RelevelError):
+    """The user pressed Ctrl-C; the message says how to resume."""
+
+    exit_code = 130
