@@ -81,3 +81,18 @@ def test_qbqtc_run_keeps_evaluation_data_out_of_training(tmp_path):
 
     again = relevel_cli("run", "--config", REPO / "configs" / "qbqtc.yaml", "--out", run_dir, "--dry-run")
     assert again.returncode == 0 and again.stdout.count("cached") == 5
+
+
+def test_demo_needs_no_arguments_and_runs_offline_from_any_folder(tmp_path):
+    result = relevel_cli("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = tmp_path / "relevel-demo" / "report.md"
+    assert report.is_file() and f"report: {report.relative_to(tmp_path)}" in result.stdout
+    assert "not built yet" in result.stdout and "Levels in train (400 pairs)" in result.stdout
+    stats = json.loads((tmp_path / "relevel-demo" / "stats" / "manifest.json").read_text())["metrics"]
+    levels = {info["level"]: info["count"] for info in stats["train"]["levels"].values()}
+    assert sum(levels.values()) == 400 and len(levels) == 4
+    assert max(levels[1], levels[2]) < 0.1 * 400 <= min(levels[0], levels[3])  # the intermediate levels are rare
+    assert stats["unlabeled"]["documents"] == 300
+    again = relevel_cli("demo", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("cached (no work)") == 5
