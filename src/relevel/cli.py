@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from relevel.config import RunConfig, load_config
+from relevel.data.schema import Document, Pair
 from relevel.data.stats import document_stats, pair_stats
 from relevel.data.validation import OnError, RecordReader, Reject, guess_kind
 from relevel.errors import Interrupted, RelevelError
@@ -79,8 +80,9 @@ def data_stats(
         stats = pair_stats(records, cfg.scale)
         print_table(level_table(file.name, stats))
         print_table(structure_table({file.name: stats}))
-    else:
-        print_table(documents_table(file.name, document_stats(records)))
+    else:  # documents, or unlabelled pairs: describe their documents
+        print_table(documents_table(file.name, document_stats(
+            Document(id=r.doc_id, fields={}, text=r.doc) if isinstance(r, Pair) else r for r in records)))
     report = reader.report
     console.print(f"rows {report.rows}, records {report.records}, rejected {report.rejected}, "
                   f"blank lines {report.blank_lines}, duplicate pairs {report.duplicate_pairs}, "

@@ -47,8 +47,8 @@ class Document(BaseModel):
     source: Source = "real"
 
 
-class LabeledPair(BaseModel):
-    """A (query, document) pair with its relevance level on the configured scale."""
+class Pair(BaseModel):
+    """A (query, document) pair, e.g. one to be judged."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,5 +56,15 @@ class LabeledPair(BaseModel):
     query: NonEmpty
     doc_id: NonEmpty
     doc: NonEmpty = Field(description="Rendered document text.")
-    level: int = Field(ge=0)
     source: Source = "real"
+
+    @property
+    def input_id(self) -> str:
+        """The id as it was in the input file, without the file scope."""
+        return self.id.split(":", 1)[-1]
+
+
+class LabeledPair(Pair):
+    """A (query, document) pair with its relevance level on the configured scale."""
+
+    level: int = Field(ge=0)

@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from relevel.data.readers import Format, RawRow, iter_rows
 from relevel.data.scale import LevelScale
-from relevel.data.schema import Document, LabeledPair, normalize_text, text_id
+from relevel.data.schema import Document, LabeledPair, Pair, normalize_text, text_id
 from relevel.data.template import DocumentTemplate
 from relevel.errors import InputError
 
 OnError = Literal["fail", "reject"]
-RecordKind = Literal["pairs", "documents"]
+RecordKind = Literal["pairs", "unlabeled_pairs", "documents"]
 
 
 class FieldMap(BaseModel):
@@ -79,7 +79,8 @@ class ReadReport:
 
 
 class RecordReader:
-    """Reads one file into `LabeledPair`s (kind="pairs") or `Document`s (kind="documents").
+    """Reads one file into `LabeledPair`s (kind="pairs"), `Pair`s without a level (kind="unlabeled_pairs",
+    e.g. to be judged) or `Document`s (kind="documents").
 
     Record ids are scoped by `scope` (e.g. the split name) because raw ids repeat across files.
     """
@@ -97,7 +98,7 @@ class RecordReader:
         self._seen_ids: dict[str, int] = {}
         self._pair_levels: dict[tuple[str, str], set[int]] = {}
 
-    def read(self, path: Path) -> Iterator[LabeledPair | Document | Reject]:
+    def read(self, path: Path) -> Iterator[LabeledPair | Pair | Document | Reject]:
         """Yields records and, with on_error="reject", `Reject`s, in file order."""
         for row in iter_rows(Path(path), self.spec.format):
             if row.blank:
@@ -116,7 +117,7 @@ class RecordReader:
             self.report.records += 1
             yield record
 
-    def _parse(self, row: RawRow) -> LabeledPair | Document:
+    def _parse(self, row: RawRow) -> LabeledPair | Pair | Document:
         if row.data is None:
             raise _RowError("unreadable", None, row.error or "unreadable row")
         data = row.data
@@ -128,6 +129,8 @@ class RecordReader:
         if self.kind == "documents":
             return Document(id=doc_id, fields={k: v for k, v in fields.items() if v is not None}, text=doc_text)
         query = self._text(data, self.spec.fields.query)
+        if self.kind == "unlabeled_pairs":
+            return Pair(id=record_id, query=query, doc_id=doc_id, doc=doc_text)
         level_field = self.spec.fields.level
         if level_field not in data or data[level_field] is None:
             raise _RowError("missing field", level_field, "missing")
@@ -178,8 +181,11 @@ class _RowError(Exception):
 
 
 def guess_kind(path: Path, spec: DatasetSpec) -> RecordKind:
-    """'pairs' when the first readable row has the level column, else 'documents' (an unlabelled pool)."""
+    """From the first readable row: a level column makes pairs, a query column unlabelled pairs, else
+    documents (an unlabelled pool)."""
     for row in iter_rows(Path(path), spec.format):
         if row.data is not None:
-            return "pairs" if spec.fields.level in row.data else "documents"
+            if spec.fields.level in row.data:
+                return "pairs"
+            return "unlabeled_pairs" if spec.fields.query in row.data else "documents"
     return "pairs"

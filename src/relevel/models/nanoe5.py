@@ -151,9 +151,10 @@ def state_dict(model: dict) -> dict[str, np.ndarray]:
     for layer in range(hp["NL"]):
         for suffix, dst in _LAYER_MAP:
             tensors[f"encoder.layer.{layer}.{dst}"] = _tensor(model, f"l{layer}.{suffix}", shapes.get(suffix, (H,)))
-    # The file has no pooler (e5 mean-pools); BertModel builds one, so ship zeros: loading stays
-    # deterministic and warning-free. Its pooler_output means nothing: use mean pooling.
-    tensors["pooler.dense.weight"] = np.zeros((H, H), np.float32)
+    # The file has no pooler (e5 mean-pools) but BertModel builds one, and sequence classifiers read it.
+    # Identity weights make pooler_output = tanh(<s> state): deterministic, and a classifier on top learns
+    # from the first step (zeros would starve it: its input would be constant). Embeddings: mean-pool.
+    tensors["pooler.dense.weight"] = np.eye(H, dtype=np.float32)
     tensors["pooler.dense.bias"] = np.zeros(H, np.float32)
     return tensors
 

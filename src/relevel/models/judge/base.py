@@ -43,9 +43,20 @@ class Judge(ABC):
     def __init__(self, scale: LevelScale, temperature: float = 1.0):
         self.scale, self.temperature = scale, temperature
 
+    @classmethod
     @abstractmethod
-    def fit(self, train: Sequence[LabeledPair], tune: Sequence[LabeledPair]) -> dict:
-        """Train on `train`; early-stop and calibrate on `tune`. Returns a report for the manifest."""
+    def from_base(cls, scale: LevelScale, config) -> Judge:
+        """A new, untrained judge on the configured base model."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path) -> Judge: ...
+
+    @abstractmethod
+    def fit(self, train: Sequence[LabeledPair], tune: Sequence[LabeledPair], progress: bool = False,
+            work_dir: Path | None = None) -> dict:
+        """Train on `train`; early-stop and calibrate on `tune` (never on the evaluation split).
+        Returns a report for the manifest, with the tune slice's logits and labels."""
 
     @abstractmethod
     def batch_logits(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
@@ -96,4 +107,4 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return loss
 
     optimiser.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())

@@ -1,0 +1,88 @@
+"""The judge with the real offline base model on small slices: it learns, predicts calibrated
+probabilities, saves and loads; the CLI trains, predicts and evaluates."""
+
+import json
+
+import numpy as np
+import pytest
+
+from relevel.data.scale import Level, LevelScale
+from relevel.data.schema import LabeledPair
+from relevel.errors import RelevelError
+from relevel.models.judge import create_judge, load_judge
+from relevel.models.judge.base import fit_temperature, softmax
+from relevel.models.judge.config import JudgeConfig
+
+from conftest import REPO
+
+
+def demo_pairs(split: str) -> list[dict]:
+    return [json.loads(line) for line in (REPO / "src/relevel/demo" / f"{split}.jsonl").open(encoding="utf-8")]
+
+
+def separable(split: str) -> list[LabeledPair]:
+    """Demo pairs at the two extreme levels: the video fully meets the query, or is about something else."""
+    return [LabeledPair(id=f"{split}:{r['id']}", query=r["query"], doc_id=f"d{r['id']}",
+                        doc=f"Title:{r['title']};Video_text:{r['video_text']}", level=int(r["label"] == 3))
+            for r in demo_pairs(split) if r["label"] in (0, 3)]
+
+
+BINARY = LevelScale(levels=[Level(value=0, name="other"), Level(value=1, name="meets")])
+SMALL = JudgeConfig(num_layers=3, epochs=3, batch_size=16, learning_rate=1e-4, evaluations_per_epoch=1,
+                    patience=3, max_length=96)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, offline_base):
+    train, held_out = separable("train")[:240], separable("dev")
+    fit, tune = train[:200], train[200:]
+    judge = create_judge(BINARY, SMALL)
+    report = judge.fit(fit, tune, work_dir=tmp_path_factory.mktemp("work"))
+    return judge, report, held_out
+
+
+def test_judge_learns_a_separable_slice(trained):
+    judge, report, held_out = trained
+    losses = [h["loss"] for h in report["tune_history"]]
+    assert losses[-1] < losses[0]
+    labels = np.array([p.level for p in held_out])
+    majority = np.bincount(labels).max() / len(labels)
+    prediction = judge.predict_pairs(held_out)
+    assert (prediction.levels == labels).mean() > majority + 0.05
+    assert prediction.probs.shape == (len(held_out), 2)
+    np.testing.assert_allclose(prediction.probs.sum(axis=1), 1, rtol=1e-5)
+    assert report["temperature"] > 0 and report["steps"] > 0
+
+
+def test_saved_judge_predicts_the_same(trained, tmp_path):
+    judge, _, held_out = trained
+    judge.save(tmp_path / "judge")
+    loaded = load_judge(tmp_path / "judge")
+    assert loaded.temperature == judge.temperature and loaded.scale == BINARY
+    np.testing.assert_allclose(loaded.predict_pairs(held_out[:20]).probs, judge.predict_pairs(held_out[:20]).probs,
+                               atol=1e-5)
+
+
+def test_temperature_scaling_fixes_overconfidence():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 2000)
+    logits = rng.normal(size=(2000, 3))
+    logits[np.arange(2000), labels] += 1.0  # informative but noisy
+    overconfident = logits * 5
+    temperature = fit_temperature(overconfident, labels)
+    assert 4 < temperature < 6
+    nll = lambda p: -np.log(p[np.arange(2000), labels]).mean()  # noqa: E731
+    assert nll(softmax(overconfident, temperature)) < nll(softmax(overconfident))
+
+
+def test_base_model_by_hub_name_fails_clearly_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RelevelError, match="cannot load base model 'no-such-org/no-such-model'"):
+        create_judge(BINARY, JudgeConfig(base_model="no-such-org/no-such-model"))
+
+
+def test_a_level_missing_from_training_is_an_error(offline_base):
+    judge = create_judge(BINARY, SMALL)
+    only_zero = [p for p in separable("train") if p.level == 0][:10]
+    with pytest.raises(RelevelError, match="no example of level"):
+        judge.fit(only_zero, only_zero)
