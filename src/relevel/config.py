@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from relevel.data.scale import LevelScale
 from relevel.data.validation import DatasetSpec, OnError
 from relevel.errors import ConfigError
-from relevel.models.judge.config import JudgeConfig
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -69,8 +68,6 @@ class RuntimeConfig(BaseModel):
 
     chunk_size: int = Field(1000, gt=0, description="Records per committed output chunk (resume granularity).")
     progress: bool = Field(True, description="Show progress bars.")
-    threads: int | None = Field(None, gt=0, description="CPU threads for model work; null lets torch decide.")
-    inference_batch_size: int = Field(64, gt=0, description="Pairs per model call when judging.")
 
 
 class RunConfig(BaseModel):
@@ -79,7 +76,6 @@ class RunConfig(BaseModel):
     name: str = Field(description="Run name, shown in reports.")
     scale: LevelScale
     data: DataConfig
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
 

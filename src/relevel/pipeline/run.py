@@ -11,9 +11,7 @@ import yaml
 
 from relevel.config import RunConfig
 from relevel.eval.report import Table, documents_table, level_table, structure_table, write_report
-from relevel.eval.classification import classification_tables
 from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
-from relevel.pipeline.judge import JudgePairs, TrainJudge
 from relevel.pipeline.io import atomic_write_text, read_records
 from relevel.pipeline.runner import Pipeline, StepOutcome
 from relevel.pipeline.stats import DataStats
@@ -21,6 +19,7 @@ from relevel.pipeline.step import Step
 
 # Stages of the SSRA pipeline that this version does not have yet; the run says so instead of faking them.
 NOT_BUILT = (
+    "judge: score model trained on the labelled pairs",
     "stage1: re-annotation into D2Q data and the level-controlled query generator",
     "stage2: controlled synthesis rounds",
     "embed: embedder training and graded evaluation",
@@ -42,11 +41,6 @@ def build_steps(config: RunConfig) -> list[Step]:
         steps.append(HoldOutEvaluation(name="holdout", bind=holdout_bind))
         prepared.update({split: f"holdout/{split}" for split in holdout_bind if split != "eval"})
     steps.append(DataStats(name="stats", bind=prepared, scale=config.scale))
-    steps.append(TrainJudge(name="judge", bind={"train": prepared["train"]}, scale=config.scale,
-                            config=config.judge))
-    if "dev" in splits:
-        steps.append(JudgePairs(name="judge-dev", bind={"judge": "judge/model", "pairs": prepared["dev"]},
-                                scale=config.scale, batch_size=config.runtime.inference_batch_size))
     return steps
 
 
@@ -111,20 +105,6 @@ def data_tables(stats: dict[str, dict]) -> list[Table]:
     return tables
 
 
-def judge_report(config: RunConfig, by_step: dict[str, dict]) -> list[Table | str]:
-    fit = by_step["judge"]["metrics"]["fit"]
-    blocks: list[Table | str] = [
-        f"Trained on {fit['train_pairs']} pairs for {fit['steps']} steps in {fit['train_seconds']:.0f}s "
-        f"(best tune macro-F1 at step {fit['best_step']}); temperature {fit['temperature']:.3f} fitted on "
-        f"{fit['tune_pairs']} query-disjoint tune pairs."]
-    tune = by_step["judge"]["metrics"]["tune"]
-    blocks.append(f"Tune slice: macro-F1 {tune['macro_f1']:.4f}, ECE {tune['ece_uncalibrated']:.4f} before "
-                  f"calibration → {tune['ece']:.4f} after.")
-    if "judge-dev" in by_step:
-        blocks += classification_tables(by_step["judge-dev"]["metrics"], config.scale, "Judge on dev")
-    return blocks
-
-
 def write_run_report(config: RunConfig, run_dir: Path, outcomes: list[StepOutcome], rejects: int) -> Path:
     by_step = {o.step: o.manifest for o in outcomes}
     held_out = by_step.get("holdout", {}).get("metrics", {}).get("removed", {})
@@ -135,7 +115,6 @@ def write_run_report(config: RunConfig, run_dir: Path, outcomes: list[StepOutcom
           else "Nothing overlapped the evaluation split." if "holdout" in by_step
           else "No evaluation split configured."]),
         ("Data", data_tables(by_step["stats"]["metrics"])),
-        ("Judge", judge_report(config, by_step)),
         ("Steps", [steps_table(outcomes)]),
         ("Not built yet", ["\n".join(f"- {stage}" for stage in NOT_BUILT)]),
     ]
