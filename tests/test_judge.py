@@ -71,6 +71,7 @@ def test_temperature_scaling_fixes_overconfidence():
     assert 4 < temperature < 6
     nll = lambda p: -np.log(p[np.arange(2000), labels]).mean()  # noqa: E731
     assert nll(softmax(overconfident, temperature)) < nll(softmax(overconfident))
+    assert fit_temperature(np.zeros((50, 3)), labels[:50]) <= 20  # no signal: bounded, not infinite
 
 
 def test_base_model_by_hub_name_fails_clearly_offline(monkeypatch):

@@ -89,6 +89,9 @@ class Judge(ABC):
         return self.predict([p.query for p in pairs], [p.doc for p in pairs], batch_size, progress)
 
 
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Temperature scaling (Guo et al. 2017): one scalar T minimising the NLL of softmax(logits / T).
 
@@ -107,4 +110,5 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return loss
 
     optimiser.step(closure)
-    return float(log_t.detach().exp())
+    # A judge whose logits carry no signal has no finite optimum (T runs off); keep T in a sane range.
+    return float(log_t.detach().exp().clamp(MIN_TEMPERATURE, MAX_TEMPERATURE))
