@@ -1,0 +1,91 @@
+"""Judge inference throughput on QBQTC dev pairs against the CPU's FLOP bound, with peak RSS.
+
+    .venv/bin/python benchmarks/judge_throughput.py [--layers 12 6] [--threads 2] [--pairs 1024]
+
+The bound: measured fp32 matmul GFLOP/s × the model's FLOPs per pair (dense layers plus attention, on
+the real unpadded token counts). Throughput does not depend on the weights, so an untrained
+classification head on the offline base model is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from relevel.data.scale import Level, LevelScale
+from relevel.models.judge import create_judge
+from relevel.models.judge.config import JudgeConfig
+
+QBQTC_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "qbqtc" / "dev.json"
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def flops_per_pair(config, lengths: np.ndarray) -> float:
+    """Forward FLOPs averaged over pairs: per token 2·(4H² + 2·H·FF) per layer, plus 4·L·H for attention."""
+    hidden, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    dense = 2 * (4 * hidden**2 + 2 * hidden * ff) * lengths
+    attention = 4 * lengths**2 * hidden
+    return float(np.mean((dense + attention) * layers))
+
+
+def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool) -> dict:
+    scale = LevelScale(levels=[Level(value=v, name=str(v)) for v in range(3)])
+    judge = create_judge(scale, JudgeConfig(num_layers=layers, max_length=128))
+    queries, docs = [p["query"] for p in pairs], [p["title"] for p in pairs]
+    lengths = np.array([len(ids) for ids in judge.tokenizer(queries, docs, truncation=True, max_length=128)["input_ids"]])
+    judge.logits(queries[:batch_size], docs[:batch_size], batch_size)  # warm-up
+    start = time.perf_counter()
+    if sort:
+        judge.logits(queries, docs, batch_size)
+    else:  # the same batches in file order, to show what length-sorting saves
+        for i in range(0, len(queries), batch_size):
+            judge.batch_logits(queries[i:i + batch_size], docs[i:i + batch_size])
+    seconds = time.perf_counter() - start
+    return {"layers": layers, "sorted": sort, "pairs_per_s": len(pairs) / seconds,
+            "gflop_per_pair": flops_per_pair(judge.model.config, lengths) / 1e9,
+            "mean_tokens": float(lengths.mean())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, nargs="+", default=[12, 6])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pairs = [json.loads(line) for line in QBQTC_DEV.open(encoding="utf-8")][:args.pairs]
+    gflops = matmul_gflops()
+    rows = [measure(layers, pairs, args.batch_size, sort) for layers in args.layers for sort in (True, False)]
+    print(f"{date.today()} · {platform.processor() or platform.machine()} · {args.threads} threads · "
+          f"torch {torch.__version__} · matmul {gflops:.1f} GFLOP/s · {len(pairs)} QBQTC dev pairs, batch "
+          f"{args.batch_size}\n")
+    print("| layers | length-sorted | pairs/s | GFLOP/pair | FLOP bound pairs/s | share of bound |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        bound = gflops / row["gflop_per_pair"]
+        print(f"| {row['layers']} | {'yes' if row['sorted'] else 'no'} | {row['pairs_per_s']:.0f} | "
+              f"{row['gflop_per_pair']:.2f} | {bound:.0f} | {100 * row['pairs_per_s'] / bound:.0f}% |")
+    print(f"\nmean tokens per pair {rows[0]['mean_tokens']:.1f}; peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
