@@ -15,14 +15,6 @@ Source = Annotated[str, StringConstraints(pattern=SOURCE_PATTERN)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
 
-def synthetic_source(round_index: int) -> str:
-    return f"synthetic-r{round_index}"
-
-
-def baseline_source(name: str) -> str:
-    return f"baseline-{name}"
-
-
 _SPACES = re.compile(r"\s+")
 
 
@@ -57,11 +49,6 @@ class Pair(BaseModel):
     doc_id: NonEmpty
     doc: NonEmpty = Field(description="Rendered document text.")
     source: Source = "real"
-
-    @property
-    def input_id(self) -> str:
-        """The id as it was in the input file, without the file scope."""
-        return self.id.split(":", 1)[-1]
 
 
 class LabeledPair(Pair):

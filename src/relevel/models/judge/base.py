@@ -23,14 +23,6 @@ class JudgePrediction:
     levels: np.ndarray  # (n,) predicted level
     probs: np.ndarray  # (n, num_levels), calibrated
 
-    @property
-    def confidence(self) -> np.ndarray:
-        return self.probs.max(axis=1)
-
-    @property
-    def expected_level(self) -> np.ndarray:
-        return self.probs @ np.arange(self.probs.shape[1])
-
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     scaled = logits / temperature
