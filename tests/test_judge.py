@@ -1,6 +1,7 @@
-"""The judge with the real offline base model on small slices: it trains, predicts probabilities, saves and
-loads; calibration and errors. (Dev accuracy above the majority rate is not reached on a slice yet: see
-issue 5's note.)"""
+"""Both judge backends with the real offline base model on small slices: they train, predict calibrated
+probabilities, save and load. The CPU default (embedding-features) must learn: held-out accuracy well above
+the majority rate on a separable slice. The cross-encoder learns slowly on CPU (issue 5's note), so its test
+checks the training plumbing only."""
 
 import json
 
@@ -29,29 +30,48 @@ def separable(split: str) -> list[LabeledPair]:
 
 
 BINARY = LevelScale(levels=[Level(value=0, name="other"), Level(value=1, name="meets")])
-SMALL = JudgeConfig(num_layers=3, epochs=2, batch_size=16, learning_rate=1e-4, evaluations_per_epoch=1,
-                    patience=2, max_length=96)
+FEATURES = JudgeConfig(backend="embedding-features", boosting_rounds=120, max_length=96)
+CROSS = JudgeConfig(backend="cross-encoder", num_layers=3, epochs=2, batch_size=16, learning_rate=1e-4,
+                    evaluations_per_epoch=1, patience=2, max_length=96)
+
+
+def fit_on_slice(config: JudgeConfig, work_dir):
+    train, held_out = separable("train")[:240], separable("dev")
+    judge = create_judge(BINARY, config)
+    report = judge.fit(train[:200], train[200:], work_dir=work_dir)
+    return judge, report, held_out
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, offline_base):
-    train, held_out = separable("train")[:240], separable("dev")
-    fit, tune = train[:200], train[200:]
-    judge = create_judge(BINARY, SMALL)
-    report = judge.fit(fit, tune, work_dir=tmp_path_factory.mktemp("work"))
-    return judge, report, held_out
+    return fit_on_slice(FEATURES, tmp_path_factory.mktemp("work"))
 
 
-def test_fit_reports_its_tuning_and_predicts_probabilities(trained):
+def test_default_judge_learns_a_separable_slice(trained):
     judge, report, held_out = trained
-    steps = [h["step"] for h in report["tune_history"]]
-    assert len(steps) == SMALL.epochs and report["best_step"] in steps  # one tune evaluation per epoch
-    assert report["train_pairs"] == 200 and report["tune_pairs"] == 40
-    assert 0.05 <= report["temperature"] <= 20
+    labels = np.array([p.level for p in held_out])
     prediction = judge.predict_pairs(held_out)
+    majority = max(labels.mean(), 1 - labels.mean())
+    assert (prediction.levels == labels).mean() >= majority + 0.15
     assert prediction.probs.shape == (len(held_out), 2)
     np.testing.assert_allclose(prediction.probs.sum(axis=1), 1, rtol=1e-5)
-    assert report["temperature"] > 0 and report["steps"] > 0
+    steps = [h["step"] for h in report["tune_history"]]
+    assert report["best_step"] in steps and steps == sorted(steps) and steps[-1] <= FEATURES.boosting_rounds
+    assert report["train_pairs"] == 200 and report["tune_pairs"] == 40
+    assert 0.05 <= report["temperature"] <= 20
+
+
+def test_cross_encoder_trains_and_reports_its_tuning(tmp_path, offline_base):
+    judge, report, held_out = fit_on_slice(CROSS, tmp_path)
+    steps = [h["step"] for h in report["tune_history"]]
+    assert len(steps) == CROSS.epochs and report["best_step"] in steps  # one tune evaluation per epoch
+    assert report["steps"] > 0 and 0.05 <= report["temperature"] <= 20
+    losses = [h["loss"] for h in report["tune_history"]]
+    assert all(np.isfinite(losses))
+    probs = judge.predict_pairs(held_out[:16]).probs
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    judge.save(tmp_path / "judge")
+    np.testing.assert_allclose(load_judge(tmp_path / "judge").predict_pairs(held_out[:16]).probs, probs, atol=1e-5)
 
 
 def test_saved_judge_predicts_the_same(trained, tmp_path):
@@ -80,10 +100,12 @@ def test_base_model_by_hub_name_fails_clearly_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RelevelError, match="cannot load base model 'no-such-org/no-such-model'"):
         create_judge(BINARY, JudgeConfig(base_model="no-such-org/no-such-model"))
+    with pytest.raises(RelevelError, match="cannot load base model 'no-such-org/no-such-model'"):
+        create_judge(BINARY, CROSS.model_copy(update={"base_model": "no-such-org/no-such-model"}))
 
 
 def test_a_level_missing_from_training_is_an_error(offline_base):
-    judge = create_judge(BINARY, SMALL)
+    judge = create_judge(BINARY, FEATURES)
     only_zero = [p for p in separable("train") if p.level == 0][:10]
     with pytest.raises(RelevelError, match="no example of level"):
         judge.fit(only_zero, only_zero)

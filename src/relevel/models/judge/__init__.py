@@ -14,7 +14,10 @@ from relevel.errors import RelevelError
 from relevel.models.judge.base import Judge
 from relevel.models.judge.config import JudgeConfig
 
-BACKENDS = {"cross-encoder": "relevel.models.judge.cross_encoder:CrossEncoderJudge"}
+BACKENDS = {
+    "embedding-features": "relevel.models.judge.features:EmbeddingFeatureJudge",
+    "cross-encoder": "relevel.models.judge.cross_encoder:CrossEncoderJudge",
+}
 JUDGE_FILE = "judge.json"
 
 

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from relevel.data.scale import LevelScale
 from relevel.data.schema import LabeledPair
+from relevel.errors import RelevelError
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,15 @@ class Judge(ABC):
     def predict_pairs(self, pairs: Sequence[LabeledPair], batch_size: int = 64,
                       progress: bool = False) -> JudgePrediction:
         return self.predict([p.query for p in pairs], [p.doc for p in pairs], batch_size, progress)
+
+
+def level_weights(labels: np.ndarray, scale: LevelScale) -> np.ndarray:
+    """Inverse-frequency weight per level; a level with no training example is an error, not a zero."""
+    counts = np.bincount(labels, minlength=scale.num_levels)
+    if (counts == 0).any():
+        missing = [scale.name_of(i) for i in np.flatnonzero(counts == 0)]
+        raise RelevelError(f"the training pairs have no example of level(s) {missing}; the judge cannot learn them")
+    return len(labels) / (scale.num_levels * counts)
 
 
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0

