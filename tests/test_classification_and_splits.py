@@ -6,8 +6,7 @@ import pytest
 from relevel.data.scale import Level, LevelScale
 from relevel.data.schema import LabeledPair
 from relevel.data.splits import split_by_query
-from relevel.eval.classification import (classification_metrics, classification_tables,
-                                         expected_calibration_error)
+from relevel.eval.classification import classification_metrics, classification_tables, expected_calibration_error
 
 SCALE = LevelScale(levels=[Level(value=v, name=n) for v, n in enumerate(["poor", "partial", "high"])])
 

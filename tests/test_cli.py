@@ -2,10 +2,9 @@
 
 import json
 
+from conftest import QBQTC, REPO, pair, relevel_cli, write_config, write_lines
 from relevel.data.schema import normalize_text
 from relevel.pipeline.io import read_records
-
-from conftest import QBQTC, REPO, pair, relevel_cli, write_config, write_lines
 
 
 def bad_file(tmp_path):
@@ -64,8 +63,9 @@ def test_bad_option_and_bad_config_exit_2_without_traceback(tmp_path):
 def test_qbqtc_run_keeps_evaluation_data_out_of_training(tmp_path):
     """AMENDMENTS: no normalised dev query or title reaches any training file."""
     run_dir = tmp_path / "run"
-    result = relevel_cli("run", "--config", REPO / "configs" / "qbqtc.yaml", "--out", run_dir)
+    result = relevel_cli("run", "--config", REPO / "configs" / "qbqtc.yaml", "--out", run_dir, "--until", "stats")
     assert result.returncode == 0, result.stderr
+    assert "## Judge" not in (run_dir / "report.md").read_text()
     dev = list(read_records(run_dir / "ingest-dev" / "records"))
     dev_queries = {normalize_text(r["query"]) for r in dev}
     dev_titles = {normalize_text(r["doc"]) for r in dev}
@@ -80,19 +80,52 @@ def test_qbqtc_run_keeps_evaluation_data_out_of_training(tmp_path):
     assert "Evaluation data kept out of training" in (run_dir / "report.md").read_text()
 
     again = relevel_cli("run", "--config", REPO / "configs" / "qbqtc.yaml", "--out", run_dir, "--dry-run")
-    assert again.returncode == 0 and again.stdout.count("cached") == 5
+    assert again.returncode == 0 and again.stdout.count("cached") == 5 and "│ judge " in again.stdout
+    wrong = relevel_cli("run", "--config", REPO / "configs" / "qbqtc.yaml", "--out", run_dir, "--until", "stage9")
+    assert wrong.returncode == 2 and "has the steps ingest-train" in wrong.stderr
 
 
-def test_demo_needs_no_arguments_and_runs_offline_from_any_folder(tmp_path):
-    result = relevel_cli("demo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    report = tmp_path / "relevel-demo" / "report.md"
-    assert report.is_file() and f"report: {report.relative_to(tmp_path)}" in result.stdout
-    assert "not built yet" in result.stdout and "Levels in train (400 pairs)" in result.stdout
-    stats = json.loads((tmp_path / "relevel-demo" / "stats" / "manifest.json").read_text())["metrics"]
+def test_demo_needs_no_arguments_and_runs_offline_from_any_folder(demo_dir):
+    run_dir = demo_dir / "relevel-demo"
+    stats = json.loads((run_dir / "stats" / "manifest.json").read_text())["metrics"]
     levels = {info["level"]: info["count"] for info in stats["train"]["levels"].values()}
     assert sum(levels.values()) == 400 and len(levels) == 4
     assert max(levels[1], levels[2]) < 0.1 * 400 <= min(levels[0], levels[3])  # the intermediate levels are rare
     assert stats["unlabeled"]["documents"] == 300
-    again = relevel_cli("demo", cwd=tmp_path)
-    assert again.returncode == 0 and again.stdout.count("cached (no work)") == 5
+    judged = json.loads((run_dir / "judge-dev" / "manifest.json").read_text())["metrics"]
+    assert judged["accuracy"] > judged["majority_rate"] + 0.15  # the judge learned, on unseen queries
+    assert "## Judge" in (run_dir / "report.md").read_text()
+    again = relevel_cli("demo", cwd=demo_dir)
+    assert again.returncode == 0 and again.stdout.count("cached (no work)") == 7
+
+
+def test_judge_train_predict_and_eval_commands(demo_dir, tmp_path):
+    run_dir, demo_config = demo_dir / "relevel-demo", "builtin:demo/demo.yaml"
+    train = relevel_cli("judge", "train", "--config", demo_config, "--out", run_dir)
+    assert train.returncode == 0 and train.stdout.count("cached (no work)") == 7  # the demo's steps, shared
+    assert "temperature" in train.stdout and "Judge on dev" in train.stdout
+    model = run_dir / "judge" / "model"
+
+    dev = [json.loads(line) for line in (REPO / "src" / "relevel" / "demo" / "dev.jsonl").read_text().splitlines()]
+    unlabelled = write_lines(tmp_path / "pairs.jsonl", [{k: v for k, v in r.items() if k != "label"}
+                                                        for r in dev[:20]])
+    predict = relevel_cli("judge", "predict", "--config", demo_config, "--model", model, "--data", unlabelled,
+                          "--out", tmp_path / "pred")
+    assert predict.returncode == 0, predict.stderr
+    rows = [json.loads(line) for line in (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["query"] for r in rows] == [r["query"] for r in dev[:20]]
+    for row in rows:
+        assert abs(sum(row["probs"]) - 1) < 1e-4 and row["level"] == max(range(4), key=row["probs"].__getitem__)
+        assert row["level_name"] in {"irrelevant", "related", "mostly", "perfect"}
+
+    no_labels = relevel_cli("judge", "eval", "--config", demo_config, "--model", model, "--data", unlabelled,
+                            "--out", tmp_path / "eval0")
+    assert no_labels.returncode == 2 and "no labelled pairs" in no_labels.stderr
+    labelled = write_lines(tmp_path / "labelled.jsonl", dev[:60])
+    evaluated = relevel_cli("judge", "eval", "--config", demo_config, "--model", model, "--data", labelled,
+                            "--out", tmp_path / "eval")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "Judge on labelled.jsonl" in evaluated.stdout and "macro-F1" in evaluated.stdout
+    missing = relevel_cli("judge", "predict", "--config", demo_config, "--model", tmp_path / "nope", "--data",
+                          labelled, "--out", tmp_path / "x")
+    assert missing.returncode == 2 and "no such judge folder" in missing.stderr

@@ -1,9 +1,8 @@
 import pytest
 
+from conftest import REPO, pair, write_config, write_lines
 from relevel.config import load_config
 from relevel.errors import ConfigError
-
-from conftest import REPO, write_config, write_lines, pair
 
 
 def test_unknown_key_names_file_and_key_with_a_hint(tmp_path):

@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 
+from conftest import REPO
 from relevel.data.scale import Level, LevelScale
 from relevel.data.schema import LabeledPair
 from relevel.errors import RelevelError
 from relevel.models.judge import create_judge, load_judge
 from relevel.models.judge.base import fit_temperature, softmax
 from relevel.models.judge.config import JudgeConfig
-
-from conftest import REPO
 
 
 def demo_pairs(split: str) -> list[dict]:

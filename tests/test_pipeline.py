@@ -10,7 +10,7 @@ import pytest
 from relevel.errors import RelevelError
 from relevel.pipeline.io import read_records
 from relevel.pipeline.runner import Pipeline, read_manifest
-from relevel.pipeline.step import INPUT_FILE, RUNTIME, RecordStep, StepContext
+from relevel.pipeline.step import INPUT_FILE, RUNTIME, RecordStep
 
 
 @dataclass(kw_only=True)

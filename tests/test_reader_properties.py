@@ -5,10 +5,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import pair
 from relevel.data.schema import LabeledPair
 from relevel.data.validation import DatasetSpec, RecordReader, Reject
-
-from conftest import pair
 
 
 def corrupt(line: bytes, how: str, position: int, junk: bytes) -> bytes:

@@ -6,10 +6,9 @@ import subprocess
 import sys
 import time
 
+from conftest import pair, relevel_cli, write_config, write_lines
 from relevel.pipeline.io import read_records
 from relevel.pipeline.runner import read_manifest
-
-from conftest import pair, relevel_cli, write_config, write_lines
 
 ROWS = 100_000
 CHUNK = 500

@@ -6,11 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import pair, write_lines
 from relevel.data.schema import Document, LabeledPair
 from relevel.data.validation import RecordReader, Reject, guess_kind
 from relevel.errors import InputError
-
-from conftest import pair, write_lines
 
 BAD_ROWS = {
     "bad JSON": ('{"id": 9, "query": "x", ', None, "bad JSON"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from collections.abc import Iterator
@@ -18,15 +19,20 @@ from relevel.data.schema import Document, Pair
 from relevel.data.stats import document_stats, pair_stats
 from relevel.data.validation import OnError, RecordReader, Reject, guess_kind
 from relevel.errors import Interrupted, RelevelError
+from relevel.eval.classification import classification_tables
 from relevel.eval.report import Table, documents_table, level_table, structure_table
 from relevel.pipeline import run as run_module
 from relevel.pipeline.ingest import IngestSplit
+from relevel.pipeline.io import atomic_write_text, read_records
+from relevel.pipeline.judge import JudgePairs
 from relevel.pipeline.runner import Pipeline, StepOutcome
 
 app = typer.Typer(help="Graded search-relevance training data made by machine (SSRA).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Inspect and validate input data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+judge_app = typer.Typer(help="Train, apply and evaluate the relevance judge (score model).", no_args_is_help=True)
+app.add_typer(judge_app, name="judge")
 
 console = Console()
 DEMO_CONFIG = "builtin:demo/demo.yaml"
@@ -113,17 +119,84 @@ def data_validate(
                   f"{m['blank_lines']} blank lines, {m.get('duplicate_pairs', 0)} duplicate pairs")
 
 
+ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="A trained judge's folder (RUN/judge/model).")]
+DataOpt = Annotated[Path, typer.Option("--data", "-d", help="Pairs to judge: JSONL, CSV/TSV or Parquet.")]
+
+
+@judge_app.command("train")
+def judge_train(config: ConfigOpt, out: OutOpt, on_error: OnErrorOpt = None) -> None:
+    """Train the judge on the config's train split (tuned on a query-disjoint slice of it); report on dev."""
+    cfg = _config(config, on_error)
+    until = "judge-dev" if "dev" in cfg.data.splits() else "judge"
+    with _resumable():
+        result = run_module.run(cfg, out, _report_step, until=until)
+    _print_blocks(run_module.judge_report(cfg, {o.step: o.manifest for o in result.outcomes}))
+    console.print(f"judge: [bold]{out / 'judge' / 'model'}[/bold]   report: {result.report}")
+
+
+def _judge_file(cfg: RunConfig, model: Path, data: Path, out: Path) -> dict:
+    """Judges every pair of DATA into OUT (resumable); returns the judging step's manifest."""
+    if not model.is_dir():
+        raise RelevelError(f"{model}: no such judge folder")
+    spec = cfg.data.spec()
+    kind = guess_kind(data, spec)
+    steps = [IngestSplit(name="ingest", path=data.resolve(), kind=kind, scope=data.stem, spec=spec,
+                         scale=cfg.scale, on_error=cfg.data.on_error),
+             JudgePairs(name="judge", bind={"pairs": "ingest/records"}, model=model.resolve(), scale=cfg.scale,
+                        batch_size=cfg.runtime.inference_batch_size)]
+    with _resumable():
+        outcomes = Pipeline(steps, out, cfg.runtime.chunk_size, cfg.runtime.progress).run(_report_step)
+    rejects = run_module.merge_rejects(out, ["ingest"])
+    names = [level.name for level in cfg.scale.levels]
+    lines = [json.dumps({**r, "level_name": names[r["level"]]}, ensure_ascii=False) + "\n"
+             for r in read_records(out / "judge" / "predictions")]
+    atomic_write_text(out / "predictions.jsonl", "".join(lines))
+    console.print(f"{len(lines)} pairs judged → {out / 'predictions.jsonl'}; {rejects} rejected rows")
+    return outcomes[-1].manifest
+
+
+@judge_app.command("predict")
+def judge_predict(config: ConfigOpt, model: ModelOpt, data: DataOpt, out: OutOpt, on_error: OnErrorOpt = None) -> None:
+    """Level and calibrated probabilities for every pair of DATA → OUT/predictions.jsonl."""
+    _judge_file(_config(config, on_error), model, data, out)
+
+
+@judge_app.command("eval")
+def judge_eval(config: ConfigOpt, model: ModelOpt, data: DataOpt, out: OutOpt, on_error: OnErrorOpt = None) -> None:
+    """Accuracy, macro-F1, per-level P/R/F1, confusion matrix, QWK and ECE of the judge on labelled DATA."""
+    cfg = _config(config, on_error)
+    metrics = _judge_file(cfg, model, data, out)["metrics"]
+    if "macro_f1" not in metrics:
+        raise RelevelError(f"{data}: no labelled pairs (field '{cfg.data.fields.level}'), nothing to evaluate")
+    for table in classification_tables(metrics, cfg.scale, f"Judge on {data.name}"):
+        print_table(table)
+
+
+@app.command("stage1")
+def stage1(config: ConfigOpt, out: OutOpt, on_error: OnErrorOpt = None) -> None:
+    """Judge, then link documents to real queries, re-annotate the links, build D2Q data, train the query
+    generator and (with a dev split) measure its control accuracy with a held-out judge."""
+    cfg = _config(config, on_error)
+    until = "control" if "dev" in cfg.data.splits() else "generator"
+    with _resumable():
+        result = run_module.run(cfg, out, _report_step, until=until)
+    _print_blocks(run_module.stage1_report(cfg, {o.step: o.manifest for o in result.outcomes}))
+    console.print(f"generator: [bold]{out / 'generator' / 'model'}[/bold]   report: {result.report}")
+
+
 @app.command("run")
 def run_command(
     config: ConfigOpt,
     out: OutOpt,
     on_error: OnErrorOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and do nothing.")] = False,
+    until: Annotated[Optional[str], typer.Option("--until", help="Stop after this step (see --dry-run for "
+                                                 "the steps).")] = None,
 ) -> None:
     """Run every built stage of the pipeline; finished steps are cache hits, interrupted ones resume."""
     cfg = _config(config, on_error)
     if dry_run:
-        plan = run_module.make_pipeline(cfg, out).plan()
+        plan = run_module.make_pipeline(cfg, out, until).plan()
         print_table(Table(f"Plan for {out}", ["step", "status", "inputs", "key"],
                           [[p.step.name, p.status, ", ".join(f"{k}={v}" for k, v in p.step.bind.items())
                             or ", ".join(str(f) for f in p.step.input_files().values()), p.key[:12]]
@@ -131,7 +204,7 @@ def run_command(
         _print_not_built()
         return
     with _resumable():
-        result = run_module.run(cfg, out, _report_step)
+        result = run_module.run(cfg, out, _report_step, until)
     _finish(result)
 
 
@@ -146,14 +219,23 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")
 
 
 def _finish(result: run_module.RunResult) -> None:
-    stats = result.manifest("stats")["metrics"]
-    for table in run_module.data_tables(stats):
+    by_step = {o.step: o.manifest for o in result.outcomes}
+    for table in run_module.data_tables(by_step["stats"]["metrics"]) if "stats" in by_step else []:
         print_table(table)
+    if "judge" in by_step:
+        _print_blocks(run_module.judge_report(result.config, by_step))
+    if "d2q" in by_step:
+        _print_blocks(run_module.stage1_report(result.config, by_step))
     print_table(run_module.steps_table(result.outcomes))
     console.print(f"rejected rows: {result.rejects}" + (f" (→ {result.run_dir / 'rejects.jsonl'})"
                                                         if result.rejects else ""))
     _print_not_built()
     console.print(f"report: [bold]{result.report}[/bold]")
+
+
+def _print_blocks(blocks: list) -> None:
+    for block in blocks:
+        print_table(block) if isinstance(block, Table) else console.print(block)
 
 
 def _print_not_built() -> None:

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from relevel.data.scale import LevelScale
 from relevel.data.validation import DatasetSpec, OnError
 from relevel.errors import ConfigError
+from relevel.models.generator.config import GeneratorConfig
+from relevel.models.judge.config import JudgeConfig
+from relevel.pipeline.configs import AnnotationConfig, ControlConfig, LinkingConfig
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -68,6 +71,8 @@ class RuntimeConfig(BaseModel):
 
     chunk_size: int = Field(1000, gt=0, description="Records per committed output chunk (resume granularity).")
     progress: bool = Field(True, description="Show progress bars.")
+    threads: int | None = Field(None, gt=0, description="CPU threads for model work; null lets torch decide.")
+    inference_batch_size: int = Field(64, gt=0, description="Pairs per model call when judging.")
 
 
 class RunConfig(BaseModel):
@@ -76,6 +81,11 @@ class RunConfig(BaseModel):
     name: str = Field(description="Run name, shown in reports.")
     scale: LevelScale
     data: DataConfig
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    linking: LinkingConfig = Field(default_factory=LinkingConfig)
+    annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
 

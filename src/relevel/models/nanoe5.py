@@ -226,8 +226,15 @@ def _unknown_char_regex(pieces):
 
 def build_tokenizer(model):
     """tokenizers.Tokenizer reproducing e5.c tok_content() + <s> ... </s>."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers
-    from tokenizers import pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from tokenizers.models import Unigram
 
     hp, pieces, scores = model["hp"], model["pieces"], model["scores"]

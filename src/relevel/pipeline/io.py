@@ -61,6 +61,12 @@ class ChunkedOutputs:
             lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.get(name, ()))
             atomic_write_text(folder / chunk_name(index), lines)
 
+    def write_all(self, records: Mapping[str, list[dict]], chunk_size: int) -> None:
+        """Whole outputs at once (a step that cannot stream), still in chunks: readers expect them."""
+        chunks = {name: list(batched(rows, chunk_size)) for name, rows in records.items()}
+        for index in range(max((len(c) for c in chunks.values()), default=0)):
+            self.commit(index, {name: c[index] if index < len(c) else [] for name, c in chunks.items()})
+
     def counts(self) -> dict[str, int]:
         return {name: sum(1 for _ in read_records(folder)) for name, folder in self.dirs.items()}
 

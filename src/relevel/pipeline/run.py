@@ -10,17 +10,21 @@ from pathlib import Path
 import yaml
 
 from relevel.config import RunConfig
+from relevel.errors import RelevelError
+from relevel.eval.classification import classification_tables
+from relevel.eval.generation import control_tables
 from relevel.eval.report import Table, documents_table, level_table, structure_table, write_report
+from relevel.pipeline.annotate import BuildD2Q, LinkCandidates
+from relevel.pipeline.generate import ControlAccuracy, TrainGenerator
 from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
+from relevel.pipeline.judge import JudgePairs, TrainJudge
 from relevel.pipeline.runner import Pipeline, StepOutcome
 from relevel.pipeline.stats import DataStats
 from relevel.pipeline.step import Step
 
 # Stages of the SSRA pipeline that this version does not have yet; the run says so instead of faking them.
 NOT_BUILT = (
-    "judge: score model trained on the labelled pairs",
-    "stage1: re-annotation into D2Q data and the level-controlled query generator",
     "stage2: controlled synthesis rounds",
     "embed: embedder training and graded evaluation",
 )
@@ -41,33 +45,77 @@ def build_steps(config: RunConfig) -> list[Step]:
         steps.append(HoldOutEvaluation(name="holdout", bind=holdout_bind))
         prepared.update({split: f"holdout/{split}" for split in holdout_bind if split != "eval"})
     steps.append(DataStats(name="stats", bind=prepared, scale=config.scale))
+    steps.append(TrainJudge(name="judge", bind={"train": prepared["train"]}, scale=config.scale,
+                            config=config.judge))
+    batch_size = config.runtime.inference_batch_size
+    if "dev" in splits:
+        steps.append(JudgePairs(name="judge-dev", bind={"judge": "judge/model", "pairs": prepared["dev"]},
+                                scale=config.scale, batch_size=batch_size))
+    steps += stage1_steps(config, prepared)
+    return steps
+
+
+def stage1_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
+    """Links → judged links → D2Q pairs → generator; with an evaluation split, its control accuracy."""
+    link_bind = {"train": prepared["train"]}
+    if "unlabeled" in prepared:
+        link_bind["unlabeled"] = prepared["unlabeled"]
+    steps: list[Step] = [
+        LinkCandidates(name="link", bind=link_bind, config=config.linking),
+        JudgePairs(name="reannotate", bind={"judge": "judge/model", "pairs": "link/links"}, scale=config.scale,
+                   batch_size=config.runtime.inference_batch_size),
+        BuildD2Q(name="d2q", bind={"train": prepared["train"], "links": "link/links",
+                                   "predictions": "reannotate/predictions"}, scale=config.scale,
+                 config=config.annotation),
+        TrainGenerator(name="generator", bind={"pairs": "d2q/pairs"}, scale=config.scale, config=config.generator),
+    ]
+    if "dev" in config.data.splits():
+        steps += [
+            TrainJudge(name="judge-heldout", bind={"train": prepared["train"]}, scale=config.scale,
+                       config=config.judge, subset="held-out"),
+            ControlAccuracy(name="control", bind={"generator": "generator/model", "judge": "judge-heldout/model",
+                                                  "documents": "ingest-dev/records", "train": prepared["train"]},
+                            scale=config.scale, documents=config.control.documents,
+                            queries_per_level=config.control.queries_per_level, seed=config.control.seed,
+                            batch_size=config.runtime.inference_batch_size),
+        ]
     return steps
 
 
 @dataclass(frozen=True)
 class RunResult:
+    config: RunConfig
     run_dir: Path
     outcomes: list[StepOutcome]
     rejects: int
     report: Path
 
-    def manifest(self, step: str) -> dict:
-        return next(o.manifest for o in self.outcomes if o.step == step)
+
+def make_pipeline(config: RunConfig, run_dir: Path, until: str | None = None) -> Pipeline:
+    """The run's steps, or those up to and including `until` (steps are listed in dependency order)."""
+    steps = build_steps(config)
+    if until is not None:
+        names = [s.name for s in steps]
+        if until not in names:
+            raise RelevelError(f"--until {until!r}: this config's run has the steps {', '.join(names)}")
+        steps = steps[:names.index(until) + 1]
+    return Pipeline(steps, run_dir, config.runtime.chunk_size, config.runtime.progress)
 
 
-def make_pipeline(config: RunConfig, run_dir: Path) -> Pipeline:
-    return Pipeline(build_steps(config), run_dir, config.runtime.chunk_size, config.runtime.progress)
+def run(config: RunConfig, run_dir: Path, on_step: Callable[[StepOutcome], None] | None = None,
+        until: str | None = None) -> RunResult:
+    if config.runtime.threads:
+        import torch
 
-
-def run(config: RunConfig, run_dir: Path, on_step: Callable[[StepOutcome], None] | None = None) -> RunResult:
+        torch.set_num_threads(config.runtime.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True,
                                                              sort_keys=False))
-    pipeline = make_pipeline(config, run_dir)
+    pipeline = make_pipeline(config, run_dir, until)
     outcomes = pipeline.run(on_step)
     rejects = merge_rejects(run_dir, [s.name for s in pipeline.steps if "rejects" in s.outputs])
     report = write_run_report(config, run_dir, outcomes, rejects)
-    return RunResult(run_dir, outcomes, rejects, report)
+    return RunResult(config, run_dir, outcomes, rejects, report)
 
 
 def merge_rejects(run_dir: Path, steps: list[str]) -> int:
@@ -105,6 +153,45 @@ def data_tables(stats: dict[str, dict]) -> list[Table]:
     return tables
 
 
+def judge_report(config: RunConfig, by_step: dict[str, dict]) -> list[Table | str]:
+    fit = by_step["judge"]["metrics"]["fit"]
+    blocks: list[Table | str] = [
+        f"Backend `{config.judge.backend}`, trained on {fit['train_pairs']} pairs in "
+        f"{by_step['judge']['wall_s']:.0f}s: {fit['steps']} steps, best tune macro-F1 at step {fit['best_step']}; "
+        f"temperature {fit['temperature']:.3f} fitted on {fit['tune_pairs']} query-disjoint tune pairs."]
+    tune = by_step["judge"]["metrics"]["tune"]
+    blocks.append(f"Tune slice: macro-F1 {tune['macro_f1']:.4f}, ECE {tune['ece_uncalibrated']:.4f} before "
+                  f"calibration → {tune['ece']:.4f} after.")
+    if "judge-dev" in by_step:
+        blocks += classification_tables(by_step["judge-dev"]["metrics"], config.scale, "Judge on dev")
+    return blocks
+
+
+def stage1_report(config: RunConfig, by_step: dict[str, dict]) -> list[Table | str]:
+    link = by_step["link"]["metrics"]
+    d2q = by_step["d2q"]["metrics"]
+    blocks: list[Table | str] = [
+        f"Linked {link['documents']} documents to queries from a pool of {link['query_pool']} real queries: "
+        + ", ".join(f"{n} {origin}" for origin, n in link["links_by_origin"].items())
+        + f". The judge labelled {d2q['links_scored']} links; {d2q['links_kept']} reached confidence "
+        f"≥ {config.annotation.min_confidence}.",
+        Table("D2Q data, before (human pairs) → after (with judged links)", ["measure", "before", "after"],
+              [[key.replace("_", " "), d2q["before"][key], d2q["after"][key]]
+               for key in ("pairs", "documents", "queries_per_document", "documents_with_2_or_more_levels",
+                           "duplicate_query_rate")]
+              + [[f"level {name}", d2q["before"]["levels"][name], d2q["after"]["levels"][name]]
+                 for name in d2q["after"]["levels"]]),
+    ]
+    if "generator" in by_step:
+        fit = by_step["generator"]["metrics"]["fit"]
+        blocks.append(f"Generator `{config.generator.backend}`: {fit['train_examples']} examples, vocabulary "
+                      f"{fit['vocabulary']} pieces, {fit['steps']} steps in {by_step['generator']['wall_s']:.0f}s "
+                      f"(best tune loss at step {fit['best_step']}).")
+    if "control" in by_step:
+        blocks += control_tables(by_step["control"]["metrics"], config.scale)
+    return blocks
+
+
 def write_run_report(config: RunConfig, run_dir: Path, outcomes: list[StepOutcome], rejects: int) -> Path:
     by_step = {o.step: o.manifest for o in outcomes}
     held_out = by_step.get("holdout", {}).get("metrics", {}).get("removed", {})
@@ -114,7 +201,10 @@ def write_run_report(config: RunConfig, run_dir: Path, outcomes: list[StepOutcom
          [Table("Removed", ["what", "records"], [[k, v] for k, v in held_out.items()]) if held_out
           else "Nothing overlapped the evaluation split." if "holdout" in by_step
           else "No evaluation split configured."]),
-        ("Data", data_tables(by_step["stats"]["metrics"])),
+        *([("Data", data_tables(by_step["stats"]["metrics"]))] if "stats" in by_step else []),
+        *([("Judge", judge_report(config, by_step))] if "judge" in by_step else []),
+        *([("Stage 1: re-annotation and query generator", stage1_report(config, by_step))]
+          if "d2q" in by_step else []),
         ("Steps", [steps_table(outcomes)]),
         ("Not built yet", ["\n".join(f"- {stage}" for stage in NOT_BUILT)]),
     ]

@@ -20,6 +20,7 @@ from relevel.pipeline.io import file_sha256, write_json
 from relevel.pipeline.step import Step, StepContext
 
 MANIFEST = "manifest.json"
+CACHE_DIR = "cache"  # outputs of frozen models that several steps reuse; deleting it costs only time
 Status = Literal["cached", "resume", "run"]
 _STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -124,6 +125,7 @@ class Pipeline:
             inputs={slot: self.run_dir / ref for slot, ref in step.bind.items()},
             chunk_size=manifest["chunk_size"],
             progress=self.progress,
+            cache_dir=self.run_dir / CACHE_DIR,
         )
         start = time.perf_counter()
         result = step.run(ctx)
@@ -146,9 +148,14 @@ class Pipeline:
 
     def _file_hash(self, path: Path) -> str:
         if path not in self._file_hashes:
-            if not path.is_file():
+            if path.is_dir():  # a model folder: the hash of its files' names and contents
+                files = sorted(f for f in path.rglob("*") if f.is_file())
+                listing = "".join(f"{f.relative_to(path)}\t{file_sha256(f)}\n" for f in files)
+                self._file_hashes[path] = hashlib.sha256(listing.encode()).hexdigest()
+            elif path.is_file():
+                self._file_hashes[path] = file_sha256(path)
+            else:
                 raise RelevelError(f"{path}: input file not found")
-            self._file_hashes[path] = file_sha256(path)
         return self._file_hashes[path]
 
 

@@ -32,6 +32,11 @@ class StepContext:
     inputs: dict[str, Path]
     chunk_size: int
     progress: bool = True
+    cache_dir: Path | None = None  # shared by the run's steps: frozen-encoder outputs (see models/encoder.py)
+
+
+def encoder_store(ctx: StepContext) -> Path | None:
+    return ctx.cache_dir / "encodings" if ctx.cache_dir is not None else None
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,12 @@ def _backend(name: str) -> type[Judge]:
     return getattr(importlib.import_module(module), cls)
 
 
-def create_judge(scale: LevelScale, config: JudgeConfig) -> Judge:
+def create_judge(scale: LevelScale, config: JudgeConfig, encoder_store: Path | None = None) -> Judge:
     """A new, untrained judge on the configured base model."""
-    return _backend(config.backend).from_base(scale, config)
+    return _backend(config.backend).from_base(scale, config, encoder_store)
 
 
-def load_judge(path: Path) -> Judge:
+def load_judge(path: Path, encoder_store: Path | None = None) -> Judge:
     meta_file = Path(path) / JUDGE_FILE
     if not meta_file.is_file():
         raise RelevelError(f"{path}: not a trained judge (no {JUDGE_FILE}); train one with `relevel judge train`")
@@ -42,4 +42,4 @@ def load_judge(path: Path) -> Judge:
         backend = json.loads(meta_file.read_text(encoding="utf-8"))["backend"]
     except (json.JSONDecodeError, KeyError) as exc:
         raise RelevelError(f"{meta_file}: unreadable judge description ({exc})") from None
-    return _backend(backend).load(path)
+    return _backend(backend).load(path, encoder_store)

@@ -38,12 +38,13 @@ class Judge(ABC):
 
     @classmethod
     @abstractmethod
-    def from_base(cls, scale: LevelScale, config) -> Judge:
-        """A new, untrained judge on the configured base model."""
+    def from_base(cls, scale: LevelScale, config, encoder_store: Path | None = None) -> Judge:
+        """A new, untrained judge on the configured base model. `encoder_store`: a folder where a backend
+        with a frozen encoder keeps its encodings for other steps of the run (others ignore it)."""
 
     @classmethod
     @abstractmethod
-    def load(cls, path: Path) -> Judge: ...
+    def load(cls, path: Path, encoder_store: Path | None = None) -> Judge: ...
 
     @abstractmethod
     def fit(self, train: Sequence[LabeledPair], tune: Sequence[LabeledPair], progress: bool = False,

