@@ -4,12 +4,12 @@ import json
 
 import pytest
 
+from relevel.config import LinkingConfig
 from relevel.data.scale import Level, LevelScale
 from relevel.data.schema import LabeledPair, normalize_text, text_id
 from relevel.data.splits import cap_levels, split_by_document
 from relevel.eval.generation import control_accuracy, distinct_n, diversity
 from relevel.pipeline.annotate import LinkCandidates
-from relevel.pipeline.configs import LinkingConfig
 from relevel.pipeline.io import read_records
 from relevel.pipeline.step import StepContext
 

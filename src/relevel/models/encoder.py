@@ -29,23 +29,25 @@ class FrozenEncoder:
         self.model.eval()
         depth = self.model.config.num_hidden_layers
         self.layers = sorted({max(1, depth // 2), max(1, 3 * depth // 4), depth})  # similarity at 3 depths
-        self.cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        # keyed by the exact input (prefix + text): a judge and a generator with the same document prefix
+        # and length share their document encodings
+        self.cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.store = None
         if store is not None:  # one folder per encoder setting: a different model or length never mixes in
-            setting = json.dumps([base_model, num_layers, max_length, self.prefixes, self.layers])
+            setting = json.dumps([base_model, num_layers, max_length, self.layers])
             self.store = Path(store) / hashlib.sha256(setting.encode()).hexdigest()[:16]
             self.cache.update(read_shards(self.store))
 
     def encode(self, texts: Sequence[str], kind: str, progress: bool = False, batch_size: int = 64) -> None:
         prefix = self.prefixes[kind]
-        todo = sorted({t for t in texts if (kind, t) not in self.cache}, key=len)  # length-sorted batches
-        new: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        todo = sorted({prefix + t for t in texts if prefix + t not in self.cache}, key=len)  # length-sorted
+        new: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         desc = "encoding queries" if kind == "query" else "encoding documents"
         with tqdm(total=len(todo), desc=desc, unit="text", disable=not progress or not todo,
                   leave=False) as bar, torch.inference_mode():
             for start in range(0, len(todo), batch_size):
                 batch = todo[start:start + batch_size]
-                encoded = self.tokenizer([prefix + t for t in batch], padding=True, truncation=True,
+                encoded = self.tokenizer(batch, padding=True, truncation=True,
                                          max_length=self.max_length, return_tensors="pt")
                 states = self.model(**encoded, output_hidden_states=True).hidden_states
                 mask = encoded["attention_mask"].unsqueeze(-1).float()
@@ -55,17 +57,17 @@ class FrozenEncoder:
                 last = states[-1].numpy().astype(np.float16)
                 for row, text in enumerate(batch):
                     length = int(encoded["attention_mask"][row].sum())
-                    new[kind, text] = means[row], last[row, 1:max(2, length - 1)]  # drop [CLS]/[SEP]
+                    new[text] = means[row], last[row, 1:max(2, length - 1)]  # drop [CLS]/[SEP]
                 bar.update(len(batch))
         self.cache.update(new)
         if self.store is not None and new:
             write_shard(self.store, new)
 
     def get(self, kind: str, text: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.cache[kind, text]
+        return self.cache[self.prefixes[kind] + text]
 
 
-def write_shard(folder: Path, entries: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]) -> None:
+def write_shard(folder: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """One file per call that found new texts; written under a temporary name and renamed, so a killed
     run leaves whole shards only."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,12 +82,12 @@ def write_shard(folder: Path, entries: dict[tuple[str, str], tuple[np.ndarray, n
     os.replace(tmp, path)
 
 
-def read_shards(folder: Path) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
-    out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+def read_shards(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for path in sorted(folder.glob("shard-*.npz")):
         with np.load(path) as shard:
             keys, means, tokens, offsets = (json.loads(str(shard["keys"])), shard["means"].astype(np.float32),
                                             shard["tokens"], shard["offsets"])
-        for i, (kind, text) in enumerate(keys):
-            out[kind, text] = means[i], tokens[offsets[i]:offsets[i + 1]]
+        for i, text in enumerate(keys):
+            out[text] = means[i], tokens[offsets[i]:offsets[i + 1]]
     return out

@@ -11,11 +11,11 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
+from relevel.config import AnnotationConfig, LinkingConfig
 from relevel.data.scale import LevelScale
 from relevel.data.schema import LabeledPair, normalize_text
 from relevel.data.stats import pair_stats
 from relevel.models.bm25 import BM25Index
-from relevel.pipeline.configs import AnnotationConfig, LinkingConfig
 from relevel.pipeline.io import ChunkedOutputs, batched, read_records
 from relevel.pipeline.step import Step, StepContext, StepResult
 

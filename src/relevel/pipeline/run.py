@@ -140,9 +140,9 @@ def input_table(outcomes: list[StepOutcome]) -> Table:
 
 
 def steps_table(outcomes: list[StepOutcome]) -> Table:
-    rows = [[o.step, o.status, f"{o.wall_s:.2f}s",
+    rows = [[o.step, o.status, f"{o.wall_s:.2f}s", f"{o.manifest['wall_s']:.0f}s", o.manifest.get("peak_rss_mib", ""),
              ", ".join(f"{k} {v}" for k, v in o.manifest.get("counts", {}).items())] for o in outcomes]
-    return Table("Steps", ["step", "status", "wall", "records out"], rows)
+    return Table("Steps", ["step", "status", "wall now", "wall when run", "peak RSS MiB", "records out"], rows)
 
 
 def data_tables(stats: dict[str, dict]) -> list[Table]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import resource
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -130,7 +131,7 @@ class Pipeline:
         start = time.perf_counter()
         result = step.run(ctx)
         wall = time.perf_counter() - start
-        manifest.update(status="done", finished=_now(), wall_s=round(wall, 3),
+        manifest.update(status="done", finished=_now(), wall_s=round(wall, 3), peak_rss_mib=peak_rss_mib(),
                         counts=result.counts, metrics=result.metrics)
         write_json(step_dir / MANIFEST, manifest)
         return StepOutcome(step.name, planned.status, wall, manifest)
@@ -167,6 +168,12 @@ def read_manifest(step_dir: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return None  # written atomically, so only a foreign file lands here: treat as absent
+
+
+def peak_rss_mib() -> int:
+    """The process's peak resident memory so far (Linux reports KiB): for a step run in a fresh process,
+    its own peak; after earlier steps in the same process, an upper bound."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def _now() -> str:

@@ -17,7 +17,7 @@ class GeneratorConfig(BaseModel):
         "small decoder warm-started from its layers writes the query, the target level as its first token.")
     base_model: str = Field(OFFLINE_BASE, description="Encoder whose layers also warm-start the decoder.")
     document_prefix: str = Field("passage: ", description="Prompt before each document (e5's).")
-    max_document_tokens: int = Field(64, gt=8, description="Document tokens the decoder attends to.")
+    max_document_tokens: int = Field(128, gt=8, description="Document tokens the decoder attends to.")
     max_query_tokens: int = Field(24, gt=2, description="Longest query, in tokens (longer training queries "
                                   "are cut; generation stops there).")
     decoder_layers: int = Field(2, gt=0, description="Decoder depth; its layers copy the encoder's top ones.")
