@@ -126,12 +126,17 @@ DataOpt = Annotated[Path, typer.Option("--data", "-d", help="Pairs to judge: JSO
 @judge_app.command("train")
 def judge_train(config: ConfigOpt, out: OutOpt, on_error: OnErrorOpt = None) -> None:
     """Train the judge on the config's train split (tuned on a query-disjoint slice of it); report on dev."""
-    cfg = _config(config, on_error)
-    until = "judge-dev" if "dev" in cfg.data.splits() else "judge"
+    _run_until(_config(config, on_error), out, ("judge-dev", "judge"), run_module.judge_report, "judge")
+
+
+def _run_until(cfg: RunConfig, out: Path, last_steps: tuple[str, str], report, artefact: str) -> None:
+    """Runs the pipeline up to `last_steps[0]` (needs a dev split) or else `last_steps[1]`; prints the
+    section `report` makes and where the step `artefact`'s model is."""
+    until = last_steps[0] if "dev" in cfg.data.splits() else last_steps[1]
     with _resumable():
         result = run_module.run(cfg, out, _report_step, until=until)
-    _print_blocks(run_module.judge_report(cfg, {o.step: o.manifest for o in result.outcomes}))
-    console.print(f"judge: [bold]{out / 'judge' / 'model'}[/bold]   report: {result.report}")
+    _print_blocks(report(cfg, {o.step: o.manifest for o in result.outcomes}))
+    console.print(f"{artefact}: [bold]{out / artefact / 'model'}[/bold]   report: {result.report}")
 
 
 def _judge_file(cfg: RunConfig, model: Path, data: Path, out: Path) -> dict:
@@ -176,12 +181,7 @@ def judge_eval(config: ConfigOpt, model: ModelOpt, data: DataOpt, out: OutOpt, o
 def stage1(config: ConfigOpt, out: OutOpt, on_error: OnErrorOpt = None) -> None:
     """Judge, then link documents to real queries, re-annotate the links, build D2Q data, train the query
     generator and (with a dev split) measure its control accuracy with a held-out judge."""
-    cfg = _config(config, on_error)
-    until = "control" if "dev" in cfg.data.splits() else "generator"
-    with _resumable():
-        result = run_module.run(cfg, out, _report_step, until=until)
-    _print_blocks(run_module.stage1_report(cfg, {o.step: o.manifest for o in result.outcomes}))
-    console.print(f"generator: [bold]{out / 'generator' / 'model'}[/bold]   report: {result.report}")
+    _run_until(_config(config, on_error), out, ("control", "generator"), run_module.stage1_report, "generator")
 
 
 @app.command("run")
