@@ -235,6 +235,7 @@ class Seq2SeqGenerator(QueryGenerator):
         else:
             texts = [p.query for p in train] + sorted({p.doc for p in train})
             self.vocab = PieceVocabulary.build(self.tokenizer, texts, self.scale.num_levels)
+            torch.manual_seed(config.seed)  # the fresh rows (levels, output transform): same seed, same model
             self.decoder = warm_started_decoder(self.encoder.model, self.vocab, config.decoder_layers,
                                                 self._special_ids())
         docs = sorted({p.doc for p in [*train, *tune]})
@@ -247,7 +248,10 @@ class Seq2SeqGenerator(QueryGenerator):
         with tempfile.TemporaryDirectory(dir=work_dir) as checkpoints:
             args = early_stopping_arguments(
                 checkpoints, config, steps_per_epoch, metric="loss", greater_is_better=False,
-                remove_unused_columns=False, train_sampling_strategy="random")
+                remove_unused_columns=False, train_sampling_strategy="random",
+                # no early stop inside the first epoch: at this learning rate the tune loss is noisy there,
+                # and on small data (the demo) a bump at step 20 ended training for good
+                eval_delay=max(steps_per_epoch, math.ceil(config.warmup_ratio * steps_per_epoch * config.epochs)))
             trainer = Trainer(
                 model=self.decoder, args=args, train_dataset=self._examples(train, doc_index),
                 eval_dataset=self._examples(tune, doc_index), data_collator=collator,
