@@ -33,18 +33,18 @@ def load_pretrained(base_model: str, model_class, num_layers: int | None = None,
 
 
 def early_stopping_arguments(output_dir: str, config, steps_per_epoch: int, metric: str, greater_is_better: bool,
-                             **overrides) -> TrainingArguments:
+                             min_eval_delay: int = 0, **overrides) -> TrainingArguments:
     """Trainer arguments shared by our fine-tuning backends: evaluate `evaluations_per_epoch` times an epoch
     after the warm-up, keep the best checkpoint by `metric`, CPU-friendly logging; `config` carries epochs,
-    learning_rate, batch_size, warmup_ratio, weight_decay, evaluations_per_epoch and seed."""
+    learning_rate, batch_size, warmup_ratio, weight_decay, evaluations_per_epoch and seed. No evaluation
+    (so no early stop) before the warm-up is over, nor before `min_eval_delay` steps."""
     eval_steps = max(1, steps_per_epoch // config.evaluations_per_epoch)
     warmup_steps = math.ceil(config.warmup_ratio * steps_per_epoch * config.epochs)
     return TrainingArguments(**{
         "output_dir": output_dir, "num_train_epochs": config.epochs, "learning_rate": config.learning_rate,
         "per_device_train_batch_size": config.batch_size, "per_device_eval_batch_size": 128,
         "warmup_steps": warmup_steps, "weight_decay": config.weight_decay, "max_grad_norm": 1.0,
-        # no evaluation (so no early stop) before the warm-up is over
-        "eval_strategy": "steps", "eval_steps": eval_steps, "eval_delay": warmup_steps,
+        "eval_strategy": "steps", "eval_steps": eval_steps, "eval_delay": max(warmup_steps, min_eval_delay),
         "save_strategy": "steps", "save_steps": eval_steps, "save_total_limit": 1, "save_only_model": True,
         "load_best_model_at_end": True, "metric_for_best_model": metric, "greater_is_better": greater_is_better,
         "logging_steps": max(1, eval_steps // 2), "report_to": [], "seed": config.seed, "use_cpu": True,

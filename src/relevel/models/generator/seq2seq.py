@@ -1,6 +1,7 @@
 """Seq2seq generator (the CPU default): the frozen base encoder reads each document once; a small decoder,
-warm-started from the encoder's top layers with fresh cross-attention, writes the query. The target level
-is the decoder's first token, so one model serves every level.
+warm-started from the encoder's top layers (cross-attention copied from self-attention), writes the query.
+The target level is the decoder's first token, the token type of every position and a per-level bonus for
+the document's own pieces (`CopyBiasDecoder`), so one model serves every level.
 
 Why this shape on 2 CPU cores: encoding is paid once per document (shared with nothing else to train), the
 decoder is 2 layers, and its output layer covers only the pieces of the base vocabulary that the training
@@ -248,10 +249,9 @@ class Seq2SeqGenerator(QueryGenerator):
         with tempfile.TemporaryDirectory(dir=work_dir) as checkpoints:
             args = early_stopping_arguments(
                 checkpoints, config, steps_per_epoch, metric="loss", greater_is_better=False,
-                remove_unused_columns=False, train_sampling_strategy="random",
                 # no early stop inside the first epoch: at this learning rate the tune loss is noisy there,
                 # and on small data (the demo) a bump at step 20 ended training for good
-                eval_delay=max(steps_per_epoch, math.ceil(config.warmup_ratio * steps_per_epoch * config.epochs)))
+                min_eval_delay=steps_per_epoch, remove_unused_columns=False, train_sampling_strategy="random")
             trainer = Trainer(
                 model=self.decoder, args=args, train_dataset=self._examples(train, doc_index),
                 eval_dataset=self._examples(tune, doc_index), data_collator=collator,
