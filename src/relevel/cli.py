@@ -33,6 +33,8 @@ data_app = typer.Typer(help="Inspect and validate input data.", no_args_is_help=
 app.add_typer(data_app, name="data")
 judge_app = typer.Typer(help="Train, apply and evaluate the relevance judge (score model).", no_args_is_help=True)
 app.add_typer(judge_app, name="judge")
+embed_app = typer.Typer(help="Evaluate embedders on graded data.", no_args_is_help=True)
+app.add_typer(embed_app, name="embed")
 
 console = Console()
 DEMO_CONFIG = "builtin:demo/demo.yaml"
@@ -184,6 +186,55 @@ def stage1(config: ConfigOpt, out: OutOpt, on_error: OnErrorOpt = None) -> None:
     _run_until(_config(config, on_error), out, ("control", "generator"), run_module.stage1_report, "generator")
 
 
+@app.command("stage2")
+def stage2(config: ConfigOpt, out: OutOpt, on_error: OnErrorOpt = None) -> None:
+    """Judge and stage 1, then the synthesis rounds: the generator writes queries for the unlabelled documents
+    at the levels the data lacks, the judge keeps those at their target level, the generator retrains on them.
+    Writes OUT/synthetic.jsonl."""
+    cfg = _config(config, on_error)
+    last = run_module.last_round_step(cfg, "generator")
+    if last is None:
+        raise RelevelError("stage 2 needs `synthesis.rounds` ≥ 1 and an `unlabeled` split in the config")
+    _run_until(cfg, out, (run_module.last_round_step(cfg, "control"), last), run_module.stage2_report, last)
+    console.print(f"synthetic queries: [bold]{out / 'synthetic.jsonl'}[/bold]")
+
+
+@app.command("experiment")
+def experiment(config: ConfigOpt, out: OutOpt, on_error: OnErrorOpt = None) -> None:
+    """The embedder experiment: judge, stage 1, stage 2, then one embedder per training set and seed, each
+    evaluated on dev beside the zero-shot base and BM25. Steps already done in OUT (e.g. by `relevel run`
+    with the same settings) are reused; an interrupted experiment resumes at the step it stopped in."""
+    cfg = _config(config, on_error)
+    if cfg.experiment is None:
+        raise RelevelError(f"{config}: no `experiment` section (see configs/qbqtc-ablation-quick.yaml)")
+    with _resumable():
+        result = run_module.run(cfg, out, _report_step)
+    _finish(result)
+
+
+@embed_app.command("eval")
+def embed_eval(config: ConfigOpt, model: Annotated[Path, typer.Option("--model", "-m", help="A trained "
+               "embedder's folder (sentence-transformers format).")], data: DataOpt, out: OutOpt,
+               on_error: OnErrorOpt = None) -> None:
+    """NDCG@5/@10, recall@10 (full-corpus retrieval and re-ranking), AP at each level threshold and Spearman
+    of an embedder on labelled DATA; writes OUT/metrics.json."""
+    from relevel.pipeline.train_embedder import EvaluateEmbedder
+
+    cfg = _config(config, on_error)
+    if not (model / "modules.json").is_file():
+        raise RelevelError(f"{model}: not a sentence-transformers model folder (no modules.json)")
+    steps = [IngestSplit(name="ingest", path=data.resolve(), kind="pairs", scope=data.stem, spec=cfg.data.spec(),
+                         scale=cfg.scale, on_error=cfg.data.on_error),
+             EvaluateEmbedder(name="eval", bind={"pairs": "ingest/records"}, model=model.resolve(),
+                              scale=cfg.scale, config=cfg.embedder)]
+    with _resumable():
+        outcomes = Pipeline(steps, out, cfg.runtime.chunk_size, cfg.runtime.progress).run(_report_step)
+    metrics = outcomes[-1].manifest["metrics"]
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print_table(Table(f"Embedder on {data.name}", ["metric", "value"], [[k, v] for k, v in metrics.items()]))
+    console.print(f"metrics: {out / 'metrics.json'}")
+
+
 @app.command("run")
 def run_command(
     config: ConfigOpt,
@@ -226,6 +277,11 @@ def _finish(result: run_module.RunResult) -> None:
         _print_blocks(run_module.judge_report(result.config, by_step))
     if "d2q" in by_step:
         _print_blocks(run_module.stage1_report(result.config, by_step))
+    if "synthesize-r1" in by_step:
+        _print_blocks(run_module.stage2_report(result.config, by_step))
+    if result.config.experiment is not None:
+        _print_blocks([b for b in run_module.experiment_report(result.config, by_step, result.run_dir)
+                       if isinstance(b, Table)])
     print_table(run_module.steps_table(result.outcomes))
     console.print(f"rejected rows: {result.rejects}" + (f" (→ {result.run_dir / 'rejects.jsonl'})"
                                                         if result.rejects else ""))

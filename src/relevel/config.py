@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from relevel.data.scale import LevelScale
 from relevel.data.validation import DatasetSpec, OnError
 from relevel.errors import ConfigError
+from relevel.models.embedder.config import EmbedderConfig
 from relevel.models.generator.config import GeneratorConfig
 from relevel.models.judge.config import JudgeConfig
 
@@ -107,6 +108,47 @@ class ControlConfig(BaseModel):
     seed: int = 0
 
 
+class SynthesisConfig(BaseModel):
+    """Stage 2: rounds of generating queries for unseen documents at chosen levels, keeping what the judge
+    confirms, and retraining the generator on it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rounds: int = Field(2, ge=0, description="Synthesis rounds (0: no stage 2).")
+    target_distribution: Literal["balance"] | dict[str, float] = Field(
+        "balance", description="'balance': fill each level up to the most common real level's count; or "
+        "explicit final shares per level name, e.g. {poor: 0.2, partial: 0.4, high: 0.4}.")
+    only: list[str] | None = Field(None, description="Request only these levels (names), in equal parts.")
+    documents_per_round: int | None = Field(None, gt=0, description="Unseen documents each round writes for "
+                                            "(a different seeded slice per round; null: all of them). Sizes a "
+                                            "round to the time budget.")
+    requests_per_document: int = Field(1, gt=0, description="(document, level) requests per document and round.")
+    candidates: int = Field(3, gt=0, description="Queries sampled per request before filtering.")
+    min_probability: float = Field(0.5, ge=0, le=1, description="Keep a candidate only if the (calibrated) "
+                                   "judge gives its target level at least this probability.")
+    order_check: bool = Field(True, description="Drop queries whose judged expected level contradicts the "
+                              "order of levels among one document's kept queries.")
+    retrain_epochs: float = Field(1.0, gt=0, description="Epochs of each round's warm-started retrain.")
+    retrain_examples: int | None = Field(4000, gt=0, description="Examples per retrain (stage-1 and kept "
+                                         "synthetic ones, level-capped), sized to the round's time budget.")
+    seed: int = 0
+
+
+class ExperimentConfig(BaseModel):
+    """The embedder experiment: the same embedder, budget and evaluation for each training set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    variants: tuple[Literal["real", "stage1", "ssra", "ssra-binary"], ...] = Field(
+        ("real", "stage1", "ssra", "ssra-binary"), description="Training sets: 'real' pairs only; real + the "
+        "stage-1 generator's judge-kept queries ('stage1'); real + every round's ('ssra'); 'ssra-binary': "
+        "without intermediate levels.")
+    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="Embedder seeds per variant.")
+    baselines: bool = Field(True, description="Also evaluate the zero-shot base and BM25.")
+    bootstrap: int = Field(1000, ge=0, description="Paired per-query bootstrap resamples (SSRA − real).")
+    seed: int = 0
+
+
 class RuntimeConfig(BaseModel):
     """How to run, not what to compute: never part of a cache key."""
 
@@ -129,7 +171,25 @@ class RunConfig(BaseModel):
     annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    experiment: ExperimentConfig | None = Field(None, description="Embedder experiment (null: no embedder "
+                                                "steps in the run).")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _synthesis_levels(self) -> RunConfig:
+        names = [level.name for level in self.scale.levels]
+        targets = self.synthesis.target_distribution
+        named = [*(self.synthesis.only or []), *(targets if isinstance(targets, dict) else [])]
+        unknown = [name for name in named if name not in names]
+        if unknown:
+            raise ValueError(f"synthesis: unknown level name(s) {unknown}; the scale's levels are {names}")
+        if isinstance(targets, dict) and (any(v < 0 for v in targets.values()) or not sum(targets.values())):
+            raise ValueError("synthesis.target_distribution: shares must be ≥ 0 and not all 0")
+        if self.synthesis.only == []:
+            raise ValueError("synthesis.only: name at least one level (or leave it out)")
+        return self
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -142,10 +202,23 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    if "extends" in raw:  # a variant of another config (in the same folder): its keys, this file's on top
+        parent = resolve_path(raw.pop("extends"), path.parent)
+        if not parent.is_file():
+            raise ConfigError(f"{path}: key 'extends': no config file at {parent}")
+        raw = merged(yaml.safe_load(parent.read_text(encoding="utf-8")), raw)
     try:
         return RunConfig.model_validate(raw, context={"base_dir": path.parent})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc)) from None
+
+
+def merged(base: dict, override: dict) -> dict:
+    """`override` on top of `base`, section by section."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def format_validation_error(path: Path, exc: ValidationError) -> str:

@@ -38,3 +38,7 @@ class BM25Index:
         """(indices, scores), each (len(texts), k), best first; k is capped at the index size."""
         tokens = [segment(t) or ["\u2205"] for t in texts]  # an all-punctuation text matches nothing
         return self._bm25.retrieve(tokens, k=min(k, self.size), show_progress=False, n_threads=1)
+
+    def score_all(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), index size): every indexed text's score for each search text."""
+        return np.stack([self._bm25.get_scores(segment(t) or ["\u2205"]) for t in texts])

@@ -14,6 +14,7 @@ from relevel.eval.generation import control_accuracy, diversity
 from relevel.models.generator import create_generator, load_generator
 from relevel.models.generator.config import GeneratorConfig
 from relevel.models.judge import load_judge
+from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import ChunkedOutputs, read_records
 from relevel.pipeline.step import RUNTIME, Step, StepContext, StepResult, encoder_store
 
@@ -21,10 +22,11 @@ from relevel.pipeline.step import RUNTIME, Step, StepContext, StepResult, encode
 @dataclass(kw_only=True)
 class TrainGenerator(Step):
     """(document, level) → query on the D2Q pairs; early stopping on a document-disjoint tune slice.
-    With `init` bound, training warm-starts from that generator (stage 2's rounds)."""
+    Stage 2's rounds bind `synthetic` (the kept queries so far, trained on beside the D2Q pairs) and `init`
+    (the generator to warm-start from)."""
 
     inputs: ClassVar[tuple[str, ...]] = ("pairs",)
-    optional_inputs: ClassVar[tuple[str, ...]] = ("init",)
+    optional_inputs: ClassVar[tuple[str, ...]] = ("synthetic", "init")
     outputs: ClassVar[tuple[str, ...]] = ("model",)
 
     scale: LevelScale
@@ -32,6 +34,8 @@ class TrainGenerator(Step):
 
     def run(self, ctx: StepContext) -> StepResult:
         pairs = [LabeledPair(**r) for r in read_records(ctx.inputs["pairs"])]
+        if "synthetic" in ctx.inputs:
+            pairs += kept_pairs(ctx.inputs["synthetic"])
         if self.config.level_cap_ratio:
             pairs = cap_levels(pairs, self.config.level_cap_ratio, self.config.seed)
         fit, tune = split_by_document(pairs, self.config.tune_fraction, self.config.seed)
@@ -39,7 +43,8 @@ class TrainGenerator(Step):
         report = generator.fit(fit, tune, progress=ctx.progress, work_dir=ctx.step_dir,
                                init_from=ctx.inputs.get("init"))
         generator.save(ctx.step_dir / "model")
-        return StepResult(counts={"fit_examples": report["train_examples"], "tune_examples": len(tune)},
+        return StepResult(counts={"fit_examples": report["train_examples"], "tune_examples": len(tune),
+                                  "synthetic_pairs": sum(p.source.startswith("synthetic") for p in pairs)},
                           metrics={"fit": report})
 
 

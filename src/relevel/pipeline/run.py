@@ -7,14 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from relevel.config import RunConfig
 from relevel.errors import RelevelError
+from relevel.eval.bootstrap import paired_bootstrap
 from relevel.eval.classification import classification_tables
 from relevel.eval.generation import control_tables
+from relevel.eval.plots import control_by_round, level_distribution, metrics_by_variant
 from relevel.eval.report import Table, documents_table, level_table, structure_table, write_report
 from relevel.pipeline.annotate import BuildD2Q, LinkCandidates
+from relevel.pipeline.filter import FilterCandidates
 from relevel.pipeline.generate import ControlAccuracy, TrainGenerator
 from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
@@ -22,11 +26,12 @@ from relevel.pipeline.judge import JudgePairs, TrainJudge
 from relevel.pipeline.runner import Pipeline, StepOutcome
 from relevel.pipeline.stats import DataStats
 from relevel.pipeline.step import Step
+from relevel.pipeline.synthesize import GenerateCandidates
+from relevel.pipeline.train_embedder import VARIANTS, EvaluateBM25, EvaluateEmbedder, TrainEmbedder
 
 # Stages of the SSRA pipeline that this version does not have yet; the run says so instead of faking them.
 NOT_BUILT = (
-    "stage2: controlled synthesis rounds",
-    "embed: embedder training and graded evaluation",
+    "experiment rows 'real + vanilla generator' and 'real + prompt-only LLM synthesis'",
 )
 
 
@@ -52,6 +57,10 @@ def build_steps(config: RunConfig) -> list[Step]:
         steps.append(JudgePairs(name="judge-dev", bind={"judge": "judge/model", "pairs": prepared["dev"]},
                                 scale=config.scale, batch_size=batch_size))
     steps += stage1_steps(config, prepared)
+    if "unlabeled" in prepared:
+        steps += stage2_steps(config, prepared)
+    if config.experiment is not None:
+        steps += experiment_steps(config, prepared)
     return steps
 
 
@@ -73,12 +82,80 @@ def stage1_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
         steps += [
             TrainJudge(name="judge-heldout", bind={"train": prepared["train"]}, scale=config.scale,
                        config=config.judge, subset="held-out"),
-            ControlAccuracy(name="control", bind={"generator": "generator/model", "judge": "judge-heldout/model",
-                                                  "documents": "ingest-dev/records", "train": prepared["train"]},
-                            scale=config.scale, documents=config.control.documents,
-                            queries_per_level=config.control.queries_per_level, seed=config.control.seed,
-                            batch_size=config.runtime.inference_batch_size),
+            control_step(config, "control", "generator/model", prepared),
         ]
+    return steps
+
+
+def control_step(config: RunConfig, name: str, generator: str, prepared: dict[str, str]) -> ControlAccuracy:
+    return ControlAccuracy(name=name, bind={"generator": generator, "judge": "judge-heldout/model",
+                                            "documents": "ingest-dev/records", "train": prepared["train"]},
+                           scale=config.scale, documents=config.control.documents,
+                           queries_per_level=config.control.queries_per_level, seed=config.control.seed,
+                           batch_size=config.runtime.inference_batch_size)
+
+
+def last_round_step(config: RunConfig, kind: str) -> str | None:
+    return f"{kind}-r{config.synthesis.rounds}" if config.synthesis.rounds and config.data.unlabeled else None
+
+
+def stage2_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
+    """Per round: candidates for unseen documents → judged → filtered (kept so far) → generator retrained
+    warm from the last one on D2Q + kept; with an evaluation split, its control accuracy."""
+    synthesis, steps = config.synthesis, []
+    retrain = config.generator.model_copy(update={"epochs": synthesis.retrain_epochs,
+                                                  "max_examples": synthesis.retrain_examples})
+    generator = "generator/model"
+    for r in range(1, synthesis.rounds + 1):
+        previous = {"kept": f"filter-r{r - 1}/kept", "dropped": f"filter-r{r - 1}/dropped"} if r > 1 else {}
+        steps += [
+            GenerateCandidates(name=f"synthesize-r{r}", bind={"generator": generator, "documents":
+                               prepared["unlabeled"], "train": prepared["train"], **previous},
+                               scale=config.scale, config=synthesis, round=r),
+            JudgePairs(name=f"judge-r{r}", bind={"judge": "judge/model", "pairs": f"synthesize-r{r}/candidates"},
+                       scale=config.scale, batch_size=config.runtime.inference_batch_size),
+            FilterCandidates(name=f"filter-r{r}", bind={"candidates": f"synthesize-r{r}/candidates",
+                             "predictions": f"judge-r{r}/predictions", "train": prepared["train"],
+                             **({"kept": previous["kept"]} if previous else {})},
+                             scale=config.scale, config=synthesis, round=r, generator=generator),
+            TrainGenerator(name=f"generator-r{r}", bind={"pairs": "d2q/pairs", "synthetic": f"filter-r{r}/kept",
+                                                         "init": generator},
+                           scale=config.scale, config=retrain.model_copy(update={"seed": retrain.seed + r})),
+        ]
+        generator = f"generator-r{r}/model"
+        if "dev" in config.data.splits():
+            steps.append(control_step(config, f"control-r{r}", generator, prepared))
+    return steps
+
+
+def experiment_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
+    """Per variant and seed: train the embedder, evaluate it on dev; plus the zero-shot base and BM25."""
+    experiment = config.experiment
+    if "dev" not in config.data.splits():
+        raise RelevelError("the experiment evaluates on the `dev` split: add one to the config's data")
+    last_filter = last_round_step(config, "filter")
+    synthetic = {"real": None, "stage1": "filter-r1/kept", "ssra": f"{last_filter}/kept",
+                 "ssra-binary": f"{last_filter}/kept"}
+    if last_filter is None and any(synthetic[v] for v in experiment.variants):
+        raise RelevelError(f"variants {list(experiment.variants)} need synthetic data: set synthesis.rounds ≥ 1 "
+                           "and an unlabeled split, or keep only the 'real' variant")
+    evaluation = {"pairs": "ingest-dev/records"}
+    steps: list[Step] = []
+    if experiment.baselines:
+        steps += [EvaluateEmbedder(name="eval-zero-shot", bind=evaluation, scale=config.scale,
+                                   config=config.embedder),
+                  EvaluateBM25(name="eval-bm25", bind=evaluation, scale=config.scale)]
+    for variant in experiment.variants:
+        for seed in experiment.seeds:
+            bind = {"train": prepared["train"], **({"unlabeled": prepared["unlabeled"]} if "unlabeled" in prepared
+                                                   else {})}
+            if synthetic[variant]:
+                bind["synthetic"] = synthetic[variant]
+            name = f"{variant}-s{seed}"
+            steps += [TrainEmbedder(name=f"embed-{name}", bind=bind, scale=config.scale, variant=variant,
+                                    config=config.embedder.model_copy(update={"seed": seed})),
+                      EvaluateEmbedder(name=f"eval-{name}", bind={**evaluation, "model": f"embed-{name}/model"},
+                                       scale=config.scale, config=config.embedder)]
     return steps
 
 
@@ -114,6 +191,9 @@ def run(config: RunConfig, run_dir: Path, on_step: Callable[[StepOutcome], None]
     pipeline = make_pipeline(config, run_dir, until)
     outcomes = pipeline.run(on_step)
     rejects = merge_rejects(run_dir, [s.name for s in pipeline.steps if "rejects" in s.outputs])
+    last_filter = last_round_step(config, "filter")
+    if last_filter in {o.step for o in outcomes}:
+        write_synthetic(run_dir, last_filter)
     report = write_run_report(config, run_dir, outcomes, rejects)
     return RunResult(config, run_dir, outcomes, rejects, report)
 
@@ -124,6 +204,12 @@ def merge_rejects(run_dir: Path, steps: list[str]) -> int:
              for step in steps for r in read_records(run_dir / step / "rejects")]
     atomic_write_text(run_dir / "rejects.jsonl", "".join(lines))
     return len(lines)
+
+
+def write_synthetic(run_dir: Path, filter_step: str) -> None:
+    """Every kept synthetic query of the run in one `synthetic.jsonl`."""
+    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in read_records(run_dir / filter_step / "kept")]
+    atomic_write_text(run_dir / "synthetic.jsonl", "".join(lines))
 
 
 def input_table(outcomes: list[StepOutcome]) -> Table:
@@ -192,6 +278,115 @@ def stage1_report(config: RunConfig, by_step: dict[str, dict]) -> list[Table | s
     return blocks
 
 
+def stage2_report(config: RunConfig, by_step: dict[str, dict]) -> list[Table | str]:
+    names = [level.name for level in config.scale.levels]
+    rounds = [r for r in range(1, config.synthesis.rounds + 1) if f"filter-r{r}" in by_step]
+    if not rounds:
+        return ["No round has finished yet."]
+    rows, reasons, diversity, walls = [], [], [], []
+    stage1_control = by_step.get("control", {}).get("metrics", {}).get("generator", {}).get("control", {})
+    for r in rounds:
+        made, kept = by_step[f"synthesize-r{r}"]["metrics"], by_step[f"filter-r{r}"]["metrics"]
+        control = by_step.get(f"control-r{r}", {}).get("metrics", {}).get("generator", {})
+        rows += [[r, name, made["requested"][name], kept["generated"][name], kept["kept"][name],
+                  kept["yield"][name], control.get("control", {}).get(name, ""), stage1_control.get(name, "")]
+                 for name in names]
+        reasons.append([r, *kept["dropped_by_reason"].values()])
+        if control:
+            d = control["diversity"]
+            diversity.append([r, d["distinct_1"], d["distinct_2"], d["substring_of_document"],
+                              d["identical_to_training_query"], d["queries"]])
+        walls.append([r, *(f"{by_step[f'{kind}-r{r}']['wall_s']:.0f}s" if f"{kind}-r{r}" in by_step else ""
+                           for kind in ("synthesize", "judge", "filter", "generator", "control"))])
+    last = by_step[f"filter-r{rounds[-1]}"]["metrics"]
+    real, mixed = last["levels_real"], last["levels_real_plus_synthetic"]
+    return [
+        Table("Rounds: requests, judge-confirmed queries and control accuracy (held-out judge, dev documents)",
+              ["round", "level", "requested", "generated", "kept", "yield", "control accuracy",
+               "control after stage 1"], rows),
+        Table("Dropped candidates by reason", ["round", *last["dropped_by_reason"]], reasons),
+        *([Table("Queries the retrained generator writes for dev documents", ["round", "distinct-1", "distinct-2",
+                 "substring of document", "identical to a training query", "queries"], diversity)]
+          if diversity else []),
+        Table("Wall time per round", ["round", "synthesize", "judge", "filter", "retrain", "control"], walls),
+        Table("Levels: real → real + synthetic", ["level", "real", "real + synthetic", "share after"],
+              [[name, real[name], mixed[name], round(mixed[name] / max(1, sum(mixed.values())), 4)]
+               for name in names]),
+    ]
+
+
+def experiment_report(config: RunConfig, by_step: dict[str, dict], run_dir: Path) -> list[Table | str]:
+    """Metrics per training set (mean ± std over seeds) beside the zero-shot base and BM25; SSRA − real-only
+    with a paired per-query bootstrap interval; plots."""
+    experiment = config.experiment
+    names = [level.name for level in config.scale.levels]
+    dims = sorted(config.embedder.matryoshka_dims or ())
+    columns = ["ndcg@5", "ndcg@10", "recall@10", "rerank_ndcg@10", "spearman",
+               *[f"ap@level>={t}" for t in config.scale.relevance_thresholds],
+               *([f"ndcg@10@dim{dims[0]}", f"spearman@dim{dims[0]}"] if dims else [])]
+    values: dict[str, dict[str, list[float]]] = {}
+    for label, step in (("zero-shot base", "eval-zero-shot"), ("BM25", "eval-bm25")):
+        if step in by_step:
+            values[label] = {c: [by_step[step]["metrics"][c]] for c in columns if c in by_step[step]["metrics"]}
+    for variant in experiment.variants:
+        done = [by_step[f"eval-{variant}-s{seed}"]["metrics"] for seed in experiment.seeds
+                if f"eval-{variant}-s{seed}" in by_step]
+        if done:
+            values[variant] = {c: [m[c] for m in done if c in m] for c in columns}
+
+    def cell(v: list[float]) -> str:
+        return "" if not v else f"{v[0]:.4f}" if len(v) == 1 else f"{np.mean(v):.4f} ± {np.std(v):.4f}"
+
+    seeds = {v: sum(f"eval-{v}-s{s}" in by_step for s in experiment.seeds) for v in experiment.variants}
+    blocks: list[Table | str] = [
+        Table("Embedders on dev (mean ± std over seeds)", ["trained on", "seeds", *columns],
+              [[label, seeds.get(label, "–"), *(cell(v.get(c, [])) for c in columns)]
+               for label, v in values.items()]),
+        "Training sets: " + "; ".join(f"**{v}**: {VARIANTS[v]}" for v in experiment.variants) + ".",
+    ]
+    paired = [s for s in experiment.seeds if f"eval-real-s{s}" in by_step and f"eval-ssra-s{s}" in by_step]
+    if paired and experiment.bootstrap:
+        runs = {v: [list(read_records(run_dir / f"eval-{v}-s{s}" / "scores")) for s in paired]
+                for v in ("real", "ssra")}
+        first = runs["real"][0]
+
+        def per_query(rows_by_seed: list[list[dict]]) -> dict[str, float]:
+            out: dict[str, list[float]] = {}
+            for rows in rows_by_seed:
+                for r in rows:
+                    if r["query_ndcg@10"] is not None:
+                        out.setdefault(r["query"], []).append(r["query_ndcg@10"])
+            return {q: float(np.mean(v)) for q, v in out.items()}
+
+        gap = paired_bootstrap([r["query"] for r in first], np.array([r["level"] for r in first]),
+                               [np.array([r["score"] for r in rows]) for rows in runs["real"]],
+                               [np.array([r["score"] for r in rows]) for rows in runs["ssra"]],
+                               per_query(runs["real"]), per_query(runs["ssra"]), experiment.bootstrap,
+                               experiment.seed)
+        blocks.append(Table(f"SSRA − real-only, paired per-query bootstrap ({experiment.bootstrap} resamples, "
+                            f"seeds {paired})", ["metric", "difference", "95% low", "95% high"],
+                            [[m, g["difference"], g["low"], g["high"]] for m, g in gap.items()]))
+    plots = run_dir / "plots"
+
+    def image(title: str, path: Path) -> str:
+        return f"![{title}]({path.relative_to(run_dir)})"
+
+    if values:
+        blocks.append(image("metrics by training set",
+                            metrics_by_variant(plots / "metrics.png", ["ndcg@10", "spearman"], values)))
+    last_filter = last_round_step(config, "filter")
+    if last_filter in by_step:
+        m = by_step[last_filter]["metrics"]
+        blocks.append(image("levels", level_distribution(plots / "levels.png", names, m["levels_real"],
+                                                         m["levels_real_plus_synthetic"])))
+    control = {0: by_step["control"]["metrics"]["generator"]["control"]} if "control" in by_step else {}
+    control |= {r: by_step[f"control-r{r}"]["metrics"]["generator"]["control"]
+                for r in range(1, config.synthesis.rounds + 1) if f"control-r{r}" in by_step}
+    if len(control) > 1:
+        blocks.append(image("control accuracy", control_by_round(plots / "control.png", names, control)))
+    return blocks
+
+
 def write_run_report(config: RunConfig, run_dir: Path, outcomes: list[StepOutcome], rejects: int) -> Path:
     by_step = {o.step: o.manifest for o in outcomes}
     held_out = by_step.get("holdout", {}).get("metrics", {}).get("removed", {})
@@ -205,6 +400,9 @@ def write_run_report(config: RunConfig, run_dir: Path, outcomes: list[StepOutcom
         *([("Judge", judge_report(config, by_step))] if "judge" in by_step else []),
         *([("Stage 1: re-annotation and query generator", stage1_report(config, by_step))]
           if "d2q" in by_step else []),
+        *([("Stage 2: synthesis rounds", stage2_report(config, by_step))] if "synthesize-r1" in by_step else []),
+        *([("Embedder experiment", experiment_report(config, by_step, run_dir))]
+          if config.experiment is not None else []),
         ("Steps", [steps_table(outcomes)]),
         ("Not built yet", ["\n".join(f"- {stage}" for stage in NOT_BUILT)]),
     ]

@@ -1,7 +1,8 @@
 """Seq2seq generator (the CPU default): the frozen base encoder reads each document once; a small decoder,
 warm-started from the encoder's top layers (cross-attention copied from self-attention), writes the query.
-The target level is the decoder's first token, the token type of every position and a per-level bonus for
-the document's own pieces (`CopyBiasDecoder`), so one model serves every level.
+The decoder writes from its vocabulary or points at the document's pieces (`PointerGeneratorDecoder`); the
+target level is its first token, the token type of every position and a shift of its copy gate, so one model
+serves every level.
 
 Why this shape on 2 CPU cores: encoding is paid once per document (shared with nothing else to train), the
 decoder is 2 layers, and its output layer covers only the pieces of the base vocabulary that the training
@@ -71,34 +72,55 @@ class PieceVocabulary:
         return self.pieces[ids[ids < len(self.pieces)]].tolist()
 
 
-class CopyBiasDecoder(BertLMHeadModel):
-    """A BERT decoder conditioned on the target level twice: the level is the token-type of every position
-    (so no position loses sight of it), and each level has a learned bonus for the pieces of the document
-    (the least a pointer-generator needs: queries at high levels copy the document's words, queries at
-    level 0 avoid them; a shared output layer learns that slowly, a per-level scalar at once)."""
-
-    SCALE = 50.0  # bonus = SCALE × weight: Adam moves a weight ~lr per step, the bonus needs to move ~1 in 100s
+class PointerGeneratorDecoder(BertLMHeadModel):
+    """A BERT decoder that writes each piece from its vocabulary or copies one of the document's (a
+    pointer-generator, See et al. 2017): p(w) = (1 − c)·p_vocab(w) + c·Σ_{i: x_i = w} a_i, where a attends from
+    the decoder's state over the document's token states and c is a learned copy gate. The pointer is what
+    keeps copied pieces in the document's order (a bag-of-pieces bonus wrote shuffled titles), helped by a
+    learned bonus for the piece right after the one just written: a span is then one decision, not one
+    that a few hundred CPU steps have to learn position by position. The target
+    level conditions everything: it is the token type of every position and shifts the copy gate (queries at
+    high levels copy the document, at level 0 they avoid it; a per-level scalar learns that at once)."""
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        self.copy_weight = torch.nn.Parameter(torch.zeros(config.num_levels))
+        hidden = config.hidden_size
+        self.pointer_query = torch.nn.Linear(hidden, hidden)
+        self.pointer_key = torch.nn.Linear(hidden, hidden)
+        self.copy_gate = torch.nn.Linear(hidden, 1)
+        self.level_copy_bias = torch.nn.Parameter(torch.zeros(config.num_levels))
+        # starts at a prior that continuing a span is likely (at ~lr per step, from 0 it would not move)
+        self.continuation_bonus = torch.nn.Parameter(torch.tensor(3.0))
 
     def forward(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-                document_pieces=None, levels=None, labels=None, past_key_values=None, use_cache=None, **kwargs):
+                document_ids=None, levels=None, labels=None, past_key_values=None, use_cache=None, **kwargs):
         kwargs["token_type_ids"] = levels[:, None].expand_as(input_ids)
+        kwargs.pop("output_hidden_states", None)
         output = super().forward(input_ids=input_ids, attention_mask=attention_mask,
                                  encoder_hidden_states=encoder_hidden_states,
                                  encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
-                                 use_cache=use_cache, **kwargs)
-        bonus = (self.SCALE * self.copy_weight[levels])[:, None, None] * document_pieces[:, None, :]
-        output.logits = output.logits + bonus
+                                 use_cache=use_cache, output_hidden_states=True, **kwargs)
+        state = output.hidden_states[-1]
+        scores = self.pointer_query(state) @ self.pointer_key(encoder_hidden_states).transpose(1, 2)
+        scores = scores / math.sqrt(state.shape[-1])
+        previous = torch.nn.functional.pad(document_ids[:, :-1], (1, 0), value=self.config.pad_token_id)
+        scores = scores + self.continuation_bonus * (input_ids[:, :, None] == previous[:, None, :])
+        copyable = (document_ids != self.config.pad_token_id)[:, None, :]  # specials, prompt and padding: no
+        attention = scores.masked_fill(~copyable, -1e4).softmax(-1) * copyable
+        copied = torch.zeros_like(output.logits).scatter_add_(
+            2, document_ids[:, None, :].expand(-1, state.shape[1], -1), attention)
+        gate = torch.sigmoid(self.copy_gate(state) + self.level_copy_bias[levels][:, None, None])
+        probs = (1 - gate) * output.logits.softmax(-1) + gate * copied
+        # log-probabilities as logits: softmax gives the mixture back, so loss, sampling and top-p work as is
+        output.logits = probs.clamp_min(1e-9).log()
+        output.hidden_states = None
         if labels is not None:
             output.loss = self.loss_function(logits=output.logits, labels=labels, vocab_size=self.config.vocab_size)
         return output
 
 
 def warm_started_decoder(encoder, vocab: PieceVocabulary, layers: int, special_ids: dict[str, int]
-                         ) -> CopyBiasDecoder:
+                         ) -> PointerGeneratorDecoder:
     """A BERT decoder whose embeddings and layers copy the encoder's (the top `layers`; cross-attention copies
     self-attention), with the vocabulary cut to `vocab`; only the output transform starts fresh."""
     base = encoder.config
@@ -111,7 +133,7 @@ def warm_started_decoder(encoder, vocab: PieceVocabulary, layers: int, special_i
         type_vocab_size=vocab.num_levels, layer_norm_eps=base.layer_norm_eps,
         is_decoder=True, add_cross_attention=True, tie_word_embeddings=True, num_levels=vocab.num_levels,
         **special_ids)
-    decoder = CopyBiasDecoder(config)
+    decoder = PointerGeneratorDecoder(config)
     skip = base.num_hidden_layers - layers
     state = {}
     for key, value in encoder.state_dict().items():
@@ -132,7 +154,8 @@ def warm_started_decoder(encoder, vocab: PieceVocabulary, layers: int, special_i
             continue  # the pooler
         state[f"bert.{key}"] = value
     missing, unexpected = decoder.load_state_dict(state, strict=False)
-    fresh = [k for k in missing if not k.startswith("cls.") and k != "copy_weight"]
+    fresh = [k for k in missing
+             if not k.startswith(("cls.", "pointer_", "copy_gate", "level_copy_bias", "continuation_bonus"))]
     if fresh or unexpected:
         raise RelevelError(f"base model {type(encoder).__name__} does not map onto a BERT decoder "
                            f"(missing {fresh[:3]}, unexpected {unexpected[:3]})")
@@ -141,11 +164,11 @@ def warm_started_decoder(encoder, vocab: PieceVocabulary, layers: int, special_i
 
 
 class _Collator:
-    """Pads query ids and the documents' cached token states into one batch."""
+    """Pads query ids and the documents' cached token states (with their pieces) into one batch."""
 
-    def __init__(self, doc_states: list[np.ndarray], doc_pieces: list[list[int]], vocab: PieceVocabulary,
+    def __init__(self, doc_states: list[np.ndarray], doc_ids: list[list[int]], vocab: PieceVocabulary,
                  pad_id: int):
-        self.doc_states, self.doc_pieces, self.vocab, self.pad_id = doc_states, doc_pieces, vocab, pad_id
+        self.doc_states, self.doc_ids, self.vocab, self.pad_id = doc_states, doc_ids, vocab, pad_id
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(r["ids"]) for r in rows)
@@ -153,29 +176,25 @@ class _Collator:
         for i, r in enumerate(rows):
             ids[i, :len(r["ids"])] = torch.as_tensor(r["ids"])
         mask = (ids != self.pad_id).long()
-        states, state_mask = pad_states([self.doc_states[r["doc"]] for r in rows])
+        states, state_mask, doc_ids = pad_documents([self.doc_states[r["doc"]] for r in rows],
+                                                    [self.doc_ids[r["doc"]] for r in rows], self.pad_id)
         return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100),
-                "encoder_hidden_states": states, "encoder_attention_mask": state_mask,
-                "document_pieces": piece_indicator([self.doc_pieces[r["doc"]] for r in rows], self.vocab.size),
+                "encoder_hidden_states": states, "encoder_attention_mask": state_mask, "document_ids": doc_ids,
                 "levels": ids[:, 0] - self.vocab.level_token(0)}
 
 
-def piece_indicator(pieces: Sequence[Sequence[int]], size: int) -> torch.Tensor:
-    """(documents, vocabulary) 0/1: which pieces each document contains."""
-    out = torch.zeros(len(pieces), size)
-    for row, ids in enumerate(pieces):
-        out[row, list(ids)] = 1.0
-    return out
-
-
-def pad_states(states: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_documents(states: Sequence[np.ndarray], ids: Sequence[Sequence[int]], pad_id: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token states, their mask and their pieces (pad where nothing may be copied), padded to one width."""
     width = max(len(s) for s in states)
     out = torch.zeros(len(states), width, states[0].shape[1])
     mask = torch.zeros(len(states), width, dtype=torch.long)
-    for i, s in enumerate(states):
+    pieces = torch.full((len(states), width), pad_id, dtype=torch.long)
+    for i, (s, row) in enumerate(zip(states, ids)):
         out[i, :len(s)] = torch.from_numpy(s.astype(np.float32))
         mask[i, :len(s)] = 1
-    return out, mask
+        pieces[i, :len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out, mask, pieces
 
 
 def document_encoder(config: GeneratorConfig, store: Path | None) -> FrozenEncoder:
@@ -187,7 +206,7 @@ class Seq2SeqGenerator(QueryGenerator):
     BACKEND = "seq2seq"
 
     def __init__(self, scale: LevelScale, config: GeneratorConfig, encoder: FrozenEncoder,
-                 vocab: PieceVocabulary | None = None, decoder: CopyBiasDecoder | None = None):
+                 vocab: PieceVocabulary | None = None, decoder: PointerGeneratorDecoder | None = None):
         super().__init__(scale)
         self.config, self.encoder, self.vocab, self.decoder = config, encoder, vocab, decoder
 
@@ -206,12 +225,20 @@ class Seq2SeqGenerator(QueryGenerator):
         return {"pad_token_id": local([tok.pad_token_id])[0], "bos_token_id": local([tok.bos_token_id])[0],
                 "eos_token_id": local([tok.eos_token_id])[0]}
 
-    def _doc_pieces(self, docs: Sequence[str]) -> list[list[int]]:
-        """Each document's pieces in the local vocabulary, without the special and unknown ones."""
-        ids = self.tokenizer(list(docs), add_special_tokens=False, truncation=True,
-                             max_length=self.config.max_document_tokens)["input_ids"]
-        specials = set(self._special_ids().values()) | set(self.vocab.to_local([self.tokenizer.unk_token_id]))
-        return [sorted(set(self.vocab.to_local(row)) - specials) for row in ids]
+    def _doc_ids(self, docs: Sequence[str]) -> list[list[int]]:
+        """The local piece at each of a document's encoded positions (as the encoder store keeps them: no
+        [CLS]/[SEP]); pad where copying makes no sense: the prompt's pieces and pieces outside the vocabulary."""
+        prefix = self.config.document_prefix
+        encoded = self.tokenizer([prefix + d for d in docs], truncation=True, return_offsets_mapping=True,
+                                 max_length=self.config.max_document_tokens)
+        pad, unk = self._special_ids()["pad_token_id"], self.vocab.to_local([self.tokenizer.unk_token_id])[0]
+        out = []
+        for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"]):
+            inner = slice(1, max(2, len(ids) - 1))
+            local = self.vocab.to_local(ids[inner])
+            out.append([piece if end > len(prefix) and piece != unk else pad
+                        for piece, (_, end) in zip(local, offsets[inner])])
+        return out
 
     def _doc_states(self, docs: Sequence[str], progress: bool) -> list[np.ndarray]:
         self.encoder.encode(docs, "document", progress)
@@ -241,7 +268,7 @@ class Seq2SeqGenerator(QueryGenerator):
                                                 self._special_ids())
         docs = sorted({p.doc for p in [*train, *tune]})
         doc_index = {d: i for i, d in enumerate(docs)}
-        collator = _Collator(self._doc_states(docs, progress), self._doc_pieces(docs), self.vocab,
+        collator = _Collator(self._doc_states(docs, progress), self._doc_ids(docs), self.vocab,
                              self._special_ids()["pad_token_id"])
 
         steps_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -267,8 +294,8 @@ class Seq2SeqGenerator(QueryGenerator):
                 "documents": len(docs), "steps": result.global_step, "best_step": best_step,
                 "train_seconds": result.metrics["train_runtime"], "train_loss": result.training_loss,
                 "tune_history": history, "warm_start": init_from is not None,
-                "copy_bias": {level.name: round(CopyBiasDecoder.SCALE * float(w.detach()), 3)
-                              for level, w in zip(self.scale.levels, self.decoder.copy_weight)}}
+                "copy_gate_shift": {level.name: round(float(w.detach()), 3)
+                                    for level, w in zip(self.scale.levels, self.decoder.level_copy_bias)}}
 
     @torch.inference_mode()
     def generate(self, docs: Sequence[str], levels: Sequence[int], n: int, seed: int = 0,
@@ -277,17 +304,18 @@ class Seq2SeqGenerator(QueryGenerator):
             raise ValueError(f"{len(docs)} documents but {len(levels)} levels")
         torch.manual_seed(seed)
         special = self._special_ids()
-        states, pieces = self._doc_states(docs, progress), self._doc_pieces(docs)
+        states, doc_ids = self._doc_states(docs, progress), self._doc_ids(docs)
         out: list[list[str]] = []
         with tqdm(total=len(docs), desc="generating", unit="doc", disable=not progress, leave=False) as bar:
             for start in range(0, len(docs), batch_size):
-                batch_states, mask = pad_states(states[start:start + batch_size])
+                batch_states, mask, batch_ids = pad_documents(states[start:start + batch_size],
+                                                              doc_ids[start:start + batch_size],
+                                                              special["pad_token_id"])
                 batch_levels = torch.tensor(levels[start:start + batch_size])
                 first = (batch_levels + self.vocab.level_token(0))[:, None]
                 sequences = self.decoder.generate(
                     input_ids=first, encoder_hidden_states=batch_states, encoder_attention_mask=mask,
-                    document_pieces=piece_indicator(pieces[start:start + batch_size], self.vocab.size),
-                    levels=batch_levels,
+                    document_ids=batch_ids, levels=batch_levels,
                     do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p, top_k=0,
                     max_new_tokens=self.config.max_query_tokens - 1, num_return_sequences=n,
                     # BertLMHeadModel's cross-attention needs an encoder-decoder cache (transformers 5)
@@ -317,5 +345,5 @@ class Seq2SeqGenerator(QueryGenerator):
         encoder = encoder or document_encoder(config, encoder_store)
         tokenizer = encoder.tokenizer
         vocab = PieceVocabulary(np.load(path / VOCAB_FILE), len(tokenizer), tokenizer.unk_token_id, scale.num_levels)
-        decoder = CopyBiasDecoder.from_pretrained(path / "decoder").eval()
+        decoder = PointerGeneratorDecoder.from_pretrained(path / "decoder").eval()
         return cls(scale, config, encoder, vocab, decoder)

@@ -1,0 +1,136 @@
+"""Graded evaluation of a scorer of (query, document) pairs: retrieval over the evaluation corpus with graded
+gains (NDCG@5/@10, recall@10 via pytrec_eval), re-ranking of each query's own labelled candidates, average
+precision for "level ≥ t" at every threshold, and Spearman between score and level.
+
+The metric functions take scores, so the embedder, the zero-shot base and BM25 share them; the
+`GradedEvaluator` adds the sentence-transformers `__call__` that encodes once and truncates for every
+Matryoshka dimension.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytrec_eval
+from scipy.stats import spearmanr
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+from sklearn.metrics import average_precision_score
+
+RETRIEVAL_DEPTH = 100  # documents kept per query from full-corpus retrieval; enough for @10 metrics
+
+
+@dataclass(frozen=True)
+class GradedPairs:
+    """Labelled (query, document, level) pairs of an evaluation split, with ids for queries and documents."""
+
+    queries: list[str]  # per pair
+    docs: list[str]
+    levels: np.ndarray
+
+    @property
+    def unique_queries(self) -> list[str]:
+        return sorted(set(self.queries))
+
+    @property
+    def unique_docs(self) -> list[str]:
+        return sorted(set(self.docs))
+
+    def qrels(self) -> dict[str, dict[str, int]]:
+        """Graded relevance per query; queries without a pair at level ≥ 1 are left out (nothing to find)."""
+        relevant: dict[str, dict[str, int]] = defaultdict(dict)
+        for query, doc, level in zip(self.queries, self.docs, self.levels):
+            relevant[query][doc] = max(int(level), relevant[query].get(doc, 0))
+        return {q: docs for q, docs in relevant.items() if max(docs.values()) >= 1}
+
+
+def retrieval_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Mean NDCG@5, NDCG@10 (graded gains = levels) and recall@10 (level ≥ 1) over the judged queries."""
+    measures = {"ndcg_cut.5,10", "recall.10"}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, measures, relevance_level=1).evaluate(
+        {q: run.get(q, {}) for q in qrels})
+    return {name: float(np.mean([m[key] for m in per_query.values()]))
+            for name, key in (("ndcg@5", "ndcg_cut_5"), ("ndcg@10", "ndcg_cut_10"), ("recall@10", "recall_10"))}
+
+
+def ndcg10_per_query(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Per-query NDCG@10, for paired bootstrap intervals between two systems."""
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate({q: run.get(q, {}) for q in qrels})
+    return {q: m["ndcg_cut_10"] for q, m in per_query.items()}
+
+
+def pair_metrics(scores: np.ndarray, levels: np.ndarray, thresholds: Sequence[int]) -> dict[str, float]:
+    """Spearman between score and level, and AP of the score for "level ≥ t" at each threshold t."""
+    out = {"spearman": float(spearmanr(scores, levels).statistic)}
+    for t in thresholds:
+        positive = levels >= t
+        out[f"ap@level>={t}"] = float(average_precision_score(positive, scores)) if positive.any() else float("nan")
+    return out
+
+
+def rerank_run(pairs: GradedPairs, scores: np.ndarray) -> dict[str, dict[str, float]]:
+    """The paper's protocol: each query's own labelled candidates, ranked by score."""
+    run: dict[str, dict[str, float]] = defaultdict(dict)
+    for query, doc, score in zip(pairs.queries, pairs.docs, scores):
+        run[query][doc] = float(score)
+    return run
+
+
+def top_k_run(query_ids: Sequence[str], doc_ids: Sequence[str], scores: np.ndarray, k: int = RETRIEVAL_DEPTH
+              ) -> dict[str, dict[str, float]]:
+    """Full-corpus retrieval: for each query (row of `scores`), its k best documents."""
+    k = min(k, scores.shape[1])
+    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return {q: {doc_ids[j]: float(scores[i, j]) for j in best[i]} for i, q in enumerate(query_ids)}
+
+
+def graded_metrics(pairs: GradedPairs, pair_scores: np.ndarray, corpus_scores: np.ndarray,
+                   thresholds: Sequence[int]) -> dict[str, float]:
+    """Every metric for one scorer: `pair_scores` per labelled pair, `corpus_scores` (unique queries ×
+    unique documents) for full-corpus retrieval."""
+    qrels = pairs.qrels()
+    run = top_k_run(pairs.unique_queries, pairs.unique_docs, corpus_scores)
+    return {**retrieval_metrics(run, qrels),
+            **{f"rerank_{k}": v for k, v in retrieval_metrics(rerank_run(pairs, pair_scores), qrels).items()
+               if k.startswith("ndcg")},
+            **pair_metrics(pair_scores, pairs.levels, thresholds)}
+
+
+class GradedEvaluator(SentenceEvaluator):
+    """Encodes the split's queries and documents once (with the model's `query` / `document` prompts) and
+    reports every graded metric at full size and at each truncated Matryoshka dimension. The full-size
+    pair scores and retrieval run of the last call stay readable (`last_pair_scores`, `last_run`) for
+    per-query statistics."""
+
+    def __init__(self, pairs: GradedPairs, thresholds: Sequence[int], dims: Sequence[int] | None = None,
+                 name: str = "dev", batch_size: int = 64):
+        super().__init__()
+        self.pairs, self.thresholds, self.dims, self.name, self.batch_size = pairs, thresholds, dims, name, batch_size
+        self.primary_metric = "ndcg@10"
+        self.greater_is_better = True
+
+    def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        queries = model.encode(self.pairs.unique_queries, prompt_name="query", batch_size=self.batch_size,
+                               convert_to_numpy=True)
+        docs = model.encode(self.pairs.unique_docs, prompt_name="document", batch_size=self.batch_size,
+                            convert_to_numpy=True)
+        metrics, self.last_pair_scores, corpus_scores = self.compute(queries, docs)
+        self.last_run = top_k_run(self.pairs.unique_queries, self.pairs.unique_docs, corpus_scores)
+        for dim in self.dims or ():
+            if dim < queries.shape[1]:
+                small, *_ = self.compute(queries[:, :dim], docs[:, :dim])
+                metrics.update({f"{k}@dim{dim}": v for k, v in small.items()
+                                if k in ("ndcg@10", "spearman") or k.startswith("ap@")})
+        return metrics
+
+    def compute(self, queries: np.ndarray, docs: np.ndarray) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        docs = docs / np.linalg.norm(docs, axis=1, keepdims=True)
+        query_row = {q: i for i, q in enumerate(self.pairs.unique_queries)}
+        doc_row = {d: i for i, d in enumerate(self.pairs.unique_docs)}
+        pair_scores = np.einsum("ij,ij->i", queries[[query_row[q] for q in self.pairs.queries]],
+                                docs[[doc_row[d] for d in self.pairs.docs]])
+        corpus_scores = queries @ docs.T
+        return graded_metrics(self.pairs, pair_scores, corpus_scores, self.thresholds), pair_scores, corpus_scores

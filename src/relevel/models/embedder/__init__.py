@@ -1,0 +1,140 @@
+"""The bi-encoder that real + synthetic pairs train: a sentence-transformers model (mean pooling, unit
+vectors) with `query` / `document` prompts stored in its config, trained by `SentenceTransformerTrainer`."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from relevel.data.scale import LevelScale
+from relevel.data.schema import LabeledPair
+from relevel.models.embedder.config import EmbedderConfig
+
+
+def build_embedder(config: EmbedderConfig):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    from relevel.models.base_model import resolve_model
+
+    transformer = Transformer(resolve_model(config.base_model), max_seq_length=config.max_seq_length)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    return SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu",
+                               prompts={"query": config.query_prompt, "document": config.document_prompt})
+
+
+def load_embedder(path: Path | str):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu")
+
+
+def freeze_lower_layers(model, trainable: int) -> None:
+    """Only the top `trainable` layers learn: the backward pass (about 2/3 of a step) shrinks with them."""
+    bert = model[0].auto_model
+    layers = bert.encoder.layer
+    for module in [bert.embeddings, *layers[:max(0, len(layers) - trainable)]]:
+        module.requires_grad_(False)
+
+
+def infonce_rows(pairs: Sequence[LabeledPair], scale: LevelScale, graded: bool) -> dict[str, list]:
+    """(query, positive, weight) for every pair at level ≥ 1; graded: weight = level / top level."""
+    rows = [p for p in pairs if p.level >= 1]
+    return {"query": [p.query for p in rows], "document": [p.doc for p in rows],
+            "label": [p.level / scale.max_level if graded else 1.0 for p in rows]}
+
+
+def with_hard_negatives(rows: dict[str, list], pairs: Sequence[LabeledPair], config: EmbedderConfig,
+                        miner, corpus: list[str], cache: Path | None) -> dict[str, list]:
+    """One negative column per mined negative: first the query's own level-0 documents (labelled
+    negatives), then documents the base model ranks high without a label for this query, skipping those within
+    `hard_negative_margin` of the positive's score (likely unlabelled positives)."""
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    labelled: dict[str, set[str]] = defaultdict(set)
+    level0: dict[str, list[str]] = defaultdict(list)
+    for p in pairs:
+        labelled[p.query].add(p.doc)
+        if p.level == 0:
+            level0[p.query].append(p.doc)
+    mined = mine_hard_negatives(
+        Dataset.from_dict({"query": rows["query"], "document": rows["document"]}), miner, corpus=corpus,
+        num_negatives=config.hard_negatives + 3, relative_margin=config.hard_negative_margin,
+        range_max=50, sampling_strategy="top", output_format="n-tuple", query_prompt_name="query",
+        corpus_prompt_name="document", batch_size=64, verbose=False,
+        cache_folder=str(cache) if cache else None)
+    found: dict[tuple[str, str], list[str]] = {}
+    for row in mined:
+        found[(row["query"], row["document"])] = [v for k, v in row.items() if k.startswith("negative")]
+    out = {"query": [], "document": [], **{f"negative_{i + 1}": [] for i in range(config.hard_negatives)},
+           "label": []}
+    for query, doc, label in zip(rows["query"], rows["document"], rows["label"]):
+        candidates = [d for d in [*level0[query], *found.get((query, doc), [])]
+                      if d not in labelled[query] or d in level0[query]]
+        if len(candidates) < config.hard_negatives:
+            continue  # mining finds none for a few rows (all candidates too close); they are counted
+        out["query"].append(query)
+        out["document"].append(doc)
+        for i in range(config.hard_negatives):
+            out[f"negative_{i + 1}"].append(candidates[i])
+        out["label"].append(label)
+    return out
+
+
+def train_embedder(config: EmbedderConfig, scale: LevelScale, pairs: Sequence[LabeledPair], corpus: list[str],
+                   out_dir: Path, work_dir: Path, mining_cache: Path | None = None, progress: bool = False) -> dict:
+    """Fine-tunes the base on `pairs` (real and/or synthetic) with the configured loss and saves the model
+    to `out_dir`; `corpus` is where hard negatives are mined from."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MatryoshkaLoss
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers, MultiDatasetBatchSamplers
+    from transformers import PrinterCallback, set_seed
+
+    from relevel.models.embedder.losses import GradedInfoNCELoss
+    from relevel.models.hf import ProgressBar
+
+    set_seed(config.seed)
+    model = build_embedder(config)
+    datasets, losses, counts = {}, {}, {}
+    if "infonce" in config.loss:
+        rows = infonce_rows(pairs, scale, graded=config.loss.startswith("graded"))
+        if config.hard_negatives:
+            rows = with_hard_negatives(rows, pairs, config, model, corpus, mining_cache)
+        datasets["infonce"] = Dataset.from_dict(rows)
+        losses["infonce"] = GradedInfoNCELoss(model, config.infonce_scale)
+    if "cosent" in config.loss:
+        datasets["cosent"] = Dataset.from_dict({"query": [p.query for p in pairs], "document": [p.doc for p in pairs],
+                                                "score": [p.level / scale.max_level for p in pairs]})
+        losses["cosent"] = CoSENTLoss(model)
+    if config.matryoshka_dims:
+        losses = {name: MatryoshkaLoss(model, loss, list(config.matryoshka_dims)) for name, loss in losses.items()}
+    counts = {name: len(ds) for name, ds in datasets.items()}
+    if config.trainable_layers:
+        freeze_lower_layers(model, config.trainable_layers)
+    torch.manual_seed(config.seed)
+    with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=scratch, num_train_epochs=config.epochs, max_steps=config.steps or -1,
+            per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+            warmup_ratio=config.warmup_ratio, seed=config.seed, data_seed=config.seed,
+            batch_sampler=BatchSamplers.NO_DUPLICATES,  # a duplicate text in a batch is a false negative
+            multi_dataset_batch_sampler=MultiDatasetBatchSamplers.ROUND_ROBIN,
+            prompts={"query": config.query_prompt, "document": config.document_prompt,
+                     **{f"negative_{i + 1}": config.document_prompt for i in range(config.hard_negatives)}},
+            save_strategy="no", report_to="none", logging_steps=10, disable_tqdm=True, use_cpu=True,
+            dataloader_drop_last=True)
+        single = len(datasets) == 1
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=next(iter(datasets.values())) if single else datasets,
+            loss=next(iter(losses.values())) if single else losses,
+            callbacks=[ProgressBar("training embedder", "loss", progress)])
+        trainer.remove_callback(PrinterCallback)
+        result = trainer.train()
+    model.save(str(out_dir))
+    return {"examples": counts, "pairs": len(pairs), "steps": result.global_step,
+            "train_seconds": result.metrics["train_runtime"], "train_loss": result.training_loss}

@@ -1,0 +1,80 @@
+"""Graded metrics against hand computation, the bootstrap, and the graded InfoNCE loss."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from relevel.eval.bootstrap import paired_bootstrap
+from relevel.eval.retrieval import GradedPairs, graded_metrics, pair_metrics, retrieval_metrics
+
+
+def test_ndcg_and_recall_match_hand_computation():
+    qrels = {"q1": {"a": 2, "b": 1}, "q2": {"c": 1}}
+    run = {"q1": {"b": 0.9, "x": 0.8, "a": 0.7}, "q2": {"y": 0.5, "z": 0.4}}
+    metrics = retrieval_metrics(run, qrels)
+    # trec_eval's NDCG: gain = level, discount log2(rank + 1); q1 ranks b (1), x (0), a (2); q2 finds nothing
+    q1 = (1 / math.log2(2) + 2 / math.log2(4)) / (2 / math.log2(2) + 1 / math.log2(3))
+    assert metrics["ndcg@10"] == pytest.approx(q1 / 2)
+    assert metrics["recall@10"] == pytest.approx((1.0 + 0.0) / 2)
+    assert metrics["ndcg@5"] == metrics["ndcg@10"]
+
+
+def test_pair_metrics_match_hand_computation():
+    scores = np.array([0.9, 0.8, 0.3, 0.2])
+    levels = np.array([2, 0, 1, 0])
+    metrics = pair_metrics(scores, levels, thresholds=(1, 2))
+    # level ≥ 1: positives at ranks 1 and 3 → AP = (1/1 + 2/3) / 2
+    assert metrics["ap@level>=1"] == pytest.approx((1 + 2 / 3) / 2)
+    assert metrics["ap@level>=2"] == pytest.approx(1.0)
+    # Spearman = Pearson of the ranks (ties share the mean rank)
+    expected = np.corrcoef([4, 3, 2, 1], [4, 1.5, 3, 1.5])[0, 1]
+    assert metrics["spearman"] == pytest.approx(expected)
+
+
+def test_full_corpus_and_rerank_protocols():
+    pairs = GradedPairs(["q1", "q1", "q2"], ["a", "b", "c"], np.array([2, 0, 1]))
+    # corpus order: a, b, c; q1 prefers b over a (wrong), q2 finds c first
+    corpus = np.array([[0.5, 0.9, 0.1], [0.0, 0.2, 0.8]])
+    metrics = graded_metrics(pairs, np.array([0.5, 0.9, 0.8]), corpus, thresholds=(1, 2))
+    assert metrics["rerank_ndcg@10"] == pytest.approx(
+        np.mean([(2 / math.log2(3)) / 2, 1.0]))
+    assert metrics["ndcg@10"] == pytest.approx(metrics["rerank_ndcg@10"])  # c is q2's top in both
+    assert metrics["recall@10"] == 1.0
+
+
+def test_paired_bootstrap_sees_a_real_gain_and_no_gain_for_a_copy():
+    rng = np.random.default_rng(0)
+    queries = [f"q{i // 3}" for i in range(300)]
+    levels = rng.integers(0, 3, 300)
+    weak = levels + rng.normal(0, 2.0, 300)
+    strong = levels + rng.normal(0, 0.5, 300)
+    ndcg_weak = {f"q{i}": 0.5 for i in range(100)}
+    ndcg_strong = {f"q{i}": 0.6 for i in range(100)}
+    gap = paired_bootstrap(queries, levels, [weak], [strong], ndcg_weak, ndcg_strong, resamples=200)
+    assert gap["spearman"]["low"] > 0 and gap["ndcg@10"]["difference"] == pytest.approx(0.1)
+    same = paired_bootstrap(queries, levels, [weak], [weak], ndcg_weak, ndcg_weak, resamples=50)
+    assert same["spearman"] == {"difference": 0.0, "low": 0.0, "high": 0.0}
+
+
+def test_graded_infonce_is_infonce_when_every_weight_is_one_and_ignores_zero_weights(offline_base):
+    import torch
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from relevel.models.embedder import build_embedder
+    from relevel.models.embedder.config import EmbedderConfig
+    from relevel.models.embedder.losses import GradedInfoNCELoss
+
+    model = build_embedder(EmbedderConfig(base_model=offline_base))
+    texts = [["红烧肉做法", "手机壳", "北京天气"], ["红烧肉的家常做法视频", "苹果手机壳推荐", "北京今日天气预报"]]
+    features = [model.tokenize(t) for t in texts]
+    with torch.no_grad():
+        graded = GradedInfoNCELoss(model)(features, torch.ones(3))
+        reference = MultipleNegativesRankingLoss(model)(features, None)
+        assert float(graded) == pytest.approx(float(reference), rel=1e-5)
+        only_first = GradedInfoNCELoss(model)(features, torch.tensor([1.0, 0.0, 0.0]))
+        scores = torch.nn.functional.cosine_similarity(
+            model(features[0])["sentence_embedding"][:1], model(features[1])["sentence_embedding"]) * 20
+        assert float(only_first) == pytest.approx(float(-torch.log_softmax(scores, 0)[0]), rel=1e-4)
