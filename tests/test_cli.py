@@ -96,7 +96,8 @@ def test_demo_needs_no_arguments_and_runs_offline_from_any_folder(demo_dir):
     assert judged["accuracy"] > judged["majority_rate"] + 0.15  # the judge learned, on unseen queries
     assert "## Judge" in (run_dir / "report.md").read_text()
     again = relevel_cli("demo", cwd=demo_dir)
-    assert again.returncode == 0 and again.stdout.count("cached (no work)") == 13
+    steps = len(list(run_dir.glob("*/manifest.json")))
+    assert again.returncode == 0 and again.stdout.count("cached (no work)") == steps >= 29
 
 
 def test_judge_train_predict_and_eval_commands(demo_dir, tmp_path):

@@ -46,3 +46,14 @@ def test_shipped_configs_load():
     assert load_config(REPO / "configs" / "demo.yaml") == demo
     qbqtc = load_config(REPO / "configs" / "qbqtc.yaml")
     assert qbqtc.scale.num_levels == 3 and qbqtc.data.document.fields == ("title",)
+
+
+def test_a_config_extends_another_in_its_folder(tmp_path):
+    quick = load_config(REPO / "configs" / "qbqtc-ablation-quick.yaml")
+    assert quick.name == "qbqtc" and quick.experiment.variants == ("real", "ssra")
+    assert quick.generator.max_examples == 12000 and quick.synthesis.documents_per_round == 2500  # inherited
+    assert quick.data.train == (REPO.parent / "shared" / "data" / "qbqtc" / "train.json").resolve()
+    orphan = tmp_path / "orphan.yaml"
+    orphan.write_text("extends: nowhere.yaml\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="key 'extends': no config file"):
+        load_config(orphan)

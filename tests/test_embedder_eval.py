@@ -78,3 +78,35 @@ def test_graded_infonce_is_infonce_when_every_weight_is_one_and_ignores_zero_wei
         scores = torch.nn.functional.cosine_similarity(
             model(features[0])["sentence_embedding"][:1], model(features[1])["sentence_embedding"]) * 20
         assert float(only_first) == pytest.approx(float(-torch.log_softmax(scores, 0)[0]), rel=1e-4)
+
+
+def test_demo_experiment_saves_embedders_that_embed_eval_reads(demo_dir, tmp_path):
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    from conftest import REPO, relevel_cli
+
+    run_dir = demo_dir / "relevel-demo"
+    model_dir = run_dir / "embed-ssra-s0" / "model"
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    assert model.prompts["query"] == "query: " and model.prompts["document"] == "passage: "
+    trained = json.loads((run_dir / "embed-ssra-s0" / "manifest.json").read_text())
+    assert trained["counts"]["synthetic"] > 0 and trained["metrics"]["fit"]["steps"] == 40
+    real = json.loads((run_dir / "embed-real-s0" / "manifest.json").read_text())
+    assert real["counts"]["synthetic"] == 0 and real["metrics"]["fit"]["steps"] == 40  # same optimiser steps
+
+    result = relevel_cli("embed", "eval", "--config", "builtin:demo/demo.yaml", "--model", model_dir, "--data",
+                         REPO / "src" / "relevel" / "demo" / "dev.jsonl", "--out", tmp_path / "eval")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    in_run = json.loads((run_dir / "eval-ssra-s0" / "manifest.json").read_text())["metrics"]
+    assert metrics.keys() == in_run.keys() and metrics["spearman"] == pytest.approx(in_run["spearman"], abs=1e-4)
+    assert 0 < metrics["ndcg@10"] <= 1 and "ap@level>=3@dim64" in metrics
+
+    report = (run_dir / "report.md").read_text()
+    assert "## Embedder experiment" in report and "paired per-query bootstrap" in report
+    assert all((run_dir / "plots" / name).stat().st_size > 1000 for name in ("metrics.png", "levels.png", "control.png"))
+    missing = relevel_cli("embed", "eval", "--config", "builtin:demo/demo.yaml", "--model", tmp_path, "--data",
+                          REPO / "src" / "relevel" / "demo" / "dev.jsonl", "--out", tmp_path / "x")
+    assert missing.returncode == 2 and "not a sentence-transformers model folder" in missing.stderr

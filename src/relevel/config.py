@@ -129,8 +129,11 @@ class SynthesisConfig(BaseModel):
     order_check: bool = Field(True, description="Drop queries whose judged expected level contradicts the "
                               "order of levels among one document's kept queries.")
     retrain_epochs: float = Field(1.0, gt=0, description="Epochs of each round's warm-started retrain.")
-    retrain_examples: int | None = Field(4000, gt=0, description="Examples per retrain (stage-1 and kept "
-                                         "synthetic ones, level-capped), sized to the round's time budget.")
+    retrain_examples: int | None = Field(4000, gt=0, description="Examples per retrain (kept synthetic and "
+                                         "replayed stage-1 ones, level-capped), sized to the round's time budget.")
+    replay: float = Field(1.0, ge=0, description="Stage-1 (D2Q) examples replayed per kept synthetic one in a "
+                          "retrain: the round learns mostly from what the judge just confirmed, without "
+                          "forgetting the levels synthesis did not ask for.")
     seed: int = 0
 
 

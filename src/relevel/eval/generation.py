@@ -42,13 +42,15 @@ def control_accuracy(targets: Sequence[int], judged: Sequence[int], scale: Level
 def control_tables(metrics: dict, scale: LevelScale) -> list[Table]:
     names = [level.name for level in scale.levels]
     baselines = list(metrics["baselines"])
+    real = metrics.get("real_queries", {}).get("control", {})
     rows = [[name, metrics["generator"]["control"][name], *[metrics["baselines"][b]["control"][name]
                                                              for b in baselines],
-             "yes" if metrics["controlled"][name] else "no"] for name in names]
+             "yes" if metrics["controlled"][name] else "no", real.get(name, "")] for name in names]
     gen = metrics["generator"]["diversity"]
     return [
         Table("Control accuracy: share judged at the target level (held-out judge)",
-              ["target level", "generator", *baselines, "beats every baseline"], rows),
+              ["target level", "generator", *baselines, "beats every baseline",
+               "reference: real queries at their human level"], rows),
         Table("Generated queries", ["distinct-1", "distinct-2", "substring of document", "identical to a "
                                     "training query", "mean characters", "queries"],
               [[gen["distinct_1"], gen["distinct_2"], gen["substring_of_document"],

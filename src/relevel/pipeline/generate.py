@@ -21,23 +21,16 @@ from relevel.pipeline.step import RUNTIME, Step, StepContext, StepResult, encode
 
 @dataclass(kw_only=True)
 class TrainGenerator(Step):
-    """(document, level) → query on the D2Q pairs; early stopping on a document-disjoint tune slice.
-    Stage 2's rounds bind `synthetic` (the kept queries so far, trained on beside the D2Q pairs) and `init`
-    (the generator to warm-start from)."""
+    """(document, level) → query on the D2Q pairs; early stopping on a document-disjoint tune slice."""
 
     inputs: ClassVar[tuple[str, ...]] = ("pairs",)
-    optional_inputs: ClassVar[tuple[str, ...]] = ("synthetic", "init")
     outputs: ClassVar[tuple[str, ...]] = ("model",)
 
     scale: LevelScale
     config: GeneratorConfig
 
     def run(self, ctx: StepContext) -> StepResult:
-        pairs = [LabeledPair(**r) for r in read_records(ctx.inputs["pairs"])]
-        if "synthetic" in ctx.inputs:
-            pairs += kept_pairs(ctx.inputs["synthetic"])
-        if self.config.level_cap_ratio:
-            pairs = cap_levels(pairs, self.config.level_cap_ratio, self.config.seed)
+        pairs = self.training_pairs(ctx)
         fit, tune = split_by_document(pairs, self.config.tune_fraction, self.config.seed)
         generator = create_generator(self.scale, self.config, encoder_store(ctx))
         report = generator.fit(fit, tune, progress=ctx.progress, work_dir=ctx.step_dir,
@@ -47,6 +40,33 @@ class TrainGenerator(Step):
                                   "synthetic_pairs": sum(p.source.startswith("synthetic") for p in pairs)},
                           metrics={"fit": report})
 
+    def training_pairs(self, ctx: StepContext) -> list[LabeledPair]:
+        return self.capped([LabeledPair(**r) for r in read_records(ctx.inputs["pairs"])])
+
+    def capped(self, pairs: list[LabeledPair]) -> list[LabeledPair]:
+        ratio = self.config.level_cap_ratio
+        return cap_levels(pairs, ratio, self.config.seed) if ratio and pairs else pairs
+
+
+@dataclass(kw_only=True)
+class RetrainGenerator(TrainGenerator):
+    """Stage 2's retrain: warm-started from `init`, on every kept synthetic query so far plus `replay` ×
+    as many D2Q examples, so a round learns mostly from what the judge just confirmed without forgetting
+    the levels synthesis did not ask for."""
+
+    inputs: ClassVar[tuple[str, ...]] = ("pairs", "synthetic", "init")
+
+    replay: float
+
+    def training_pairs(self, ctx: StepContext) -> list[LabeledPair]:
+        stage1 = super().training_pairs(ctx)
+        synthetic = self.capped(kept_pairs(ctx.inputs["synthetic"]))
+        wanted = round(self.replay * len(synthetic))
+        if wanted < len(stage1):
+            rng = np.random.default_rng(self.config.seed)
+            stage1 = [stage1[i] for i in sorted(rng.choice(len(stage1), wanted, replace=False))]
+        return stage1 + synthetic
+
 
 BASELINES = ("copy document", "cut document", "random training query")
 
@@ -54,7 +74,10 @@ BASELINES = ("copy document", "cut document", "random training query")
 @dataclass(kw_only=True)
 class ControlAccuracy(Step):
     """Generates queries for held-out documents at every level; a judge that filtered nothing scores them,
-    beside the trivial baselines. Records every generated query with its judged level."""
+    beside the trivial baselines and, as a reference, the evaluation split's real queries at their human
+    level (what that judge grants real data). Records every generated query with its judged level."""
+
+    VERSION: ClassVar[int] = 2  # + the real-query reference
 
     inputs: ClassVar[tuple[str, ...]] = ("generator", "judge", "documents", "train")
     outputs: ClassVar[tuple[str, ...]] = ("generated",)
@@ -99,6 +122,11 @@ class ControlAccuracy(Step):
             # a baseline ignores the target: the same query stands for every level
             metrics["baselines"][name] = {"control": control_accuracy(
                 [lvl for lvl in levels for _ in docs], [j for _ in levels for j in levels_judged], self.scale)}
+        real = list(read_records(ctx.inputs["documents"]))
+        metrics["real_queries"] = {"control": control_accuracy(
+            [r["level"] for r in real],
+            judge.predict([r["query"] for r in real], [r["doc"] for r in real], self.batch_size).levels,
+            self.scale)}
         metrics["controlled"] = {name: hit is not None and all(
             hit > b["control"][name] for b in metrics["baselines"].values())
             for name, hit in metrics["generator"]["control"].items()}

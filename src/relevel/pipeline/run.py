@@ -19,7 +19,7 @@ from relevel.eval.plots import control_by_round, level_distribution, metrics_by_
 from relevel.eval.report import Table, documents_table, level_table, structure_table, write_report
 from relevel.pipeline.annotate import BuildD2Q, LinkCandidates
 from relevel.pipeline.filter import FilterCandidates
-from relevel.pipeline.generate import ControlAccuracy, TrainGenerator
+from relevel.pipeline.generate import ControlAccuracy, RetrainGenerator, TrainGenerator
 from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
 from relevel.pipeline.judge import JudgePairs, TrainJudge
@@ -118,9 +118,10 @@ def stage2_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
                              "predictions": f"judge-r{r}/predictions", "train": prepared["train"],
                              **({"kept": previous["kept"]} if previous else {})},
                              scale=config.scale, config=synthesis, round=r, generator=generator),
-            TrainGenerator(name=f"generator-r{r}", bind={"pairs": "d2q/pairs", "synthetic": f"filter-r{r}/kept",
-                                                         "init": generator},
-                           scale=config.scale, config=retrain.model_copy(update={"seed": retrain.seed + r})),
+            RetrainGenerator(name=f"generator-r{r}", bind={"pairs": "d2q/pairs", "synthetic": f"filter-r{r}/kept",
+                                                           "init": generator},
+                             scale=config.scale, config=retrain.model_copy(update={"seed": retrain.seed + r}),
+                             replay=synthesis.replay),
         ]
         generator = f"generator-r{r}/model"
         if "dev" in config.data.splits():

@@ -125,6 +125,9 @@ class GenerateCandidates(RecordStep):
         self._requested = level_counts(iter(requests), "target")
         return iter(requests)
 
+    def total(self, ctx: StepContext) -> int | None:
+        return len(self.plan(ctx)[1])
+
     def process(self, batch: list[dict]) -> dict[str, list[dict]]:
         if self._generator is None:
             self._generator = load_generator(self._generator_dir, self._store)

@@ -14,7 +14,7 @@ from relevel.eval.retrieval import GradedEvaluator, GradedPairs, graded_metrics,
 from relevel.models.embedder.config import EmbedderConfig
 from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import ChunkedOutputs, read_records
-from relevel.pipeline.step import INPUT_FILE, Step, StepContext, StepResult
+from relevel.pipeline.step import INPUT_FILE, Step, StepContext, StepResult, encoder_store
 
 # What each experiment variant trains on (the vanilla-generator and prompt-only LLM rows need parts this
 # version does not have; see the README).
@@ -59,7 +59,7 @@ class TrainEmbedder(Step):
         corpus = sorted({p.doc for p in pairs} | {r["text"] for r in read_records(ctx.inputs["unlabeled"])}
                         if "unlabeled" in ctx.inputs else {p.doc for p in pairs})
         report = train_embedder(self.config, self.scale, pairs, corpus, ctx.step_dir / "model", ctx.step_dir,
-                                ctx.cache_dir / "mining" if ctx.cache_dir else None, ctx.progress)
+                                encoder_store(ctx), ctx.progress)
         return StepResult(counts={"pairs": len(pairs), "synthetic": len(synthetic)}, metrics={"fit": report})
 
 
