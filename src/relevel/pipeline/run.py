@@ -23,7 +23,7 @@ from relevel.pipeline.generate import ControlAccuracy, RetrainGenerator, TrainGe
 from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
 from relevel.pipeline.judge import JudgePairs, TrainJudge
-from relevel.pipeline.runner import Pipeline, StepOutcome
+from relevel.pipeline.runner import Pipeline, StepOutcome, read_manifest
 from relevel.pipeline.stats import DataStats
 from relevel.pipeline.step import Step
 from relevel.pipeline.synthesize import GenerateCandidates
@@ -191,6 +191,11 @@ def run(config: RunConfig, run_dir: Path, on_step: Callable[[StepOutcome], None]
                                                              sort_keys=False))
     pipeline = make_pipeline(config, run_dir, until)
     outcomes = pipeline.run(on_step)
+    # steps of the full run that are done and still current stay in the report when only a part was run
+    # (e.g. `judge train` into a finished run's folder)
+    ran = {o.step: o for o in outcomes}
+    outcomes = [ran.get(p.step.name) or StepOutcome(p.step.name, "cached", 0.0, read_manifest(run_dir / p.step.name))
+                for p in make_pipeline(config, run_dir).plan() if p.step.name in ran or p.status == "cached"]
     rejects = merge_rejects(run_dir, [s.name for s in pipeline.steps if "rejects" in s.outputs])
     last_filter = last_round_step(config, "filter")
     if last_filter in {o.step for o in outcomes}:
