@@ -100,9 +100,9 @@ def graded_metrics(pairs: GradedPairs, pair_scores: np.ndarray, corpus_scores: n
 
 class GradedEvaluator(SentenceEvaluator):
     """Encodes the split's queries and documents once (with the model's `query` / `document` prompts) and
-    reports every graded metric at full size and at each truncated Matryoshka dimension. The full-size
-    pair scores and retrieval run of the last call stay readable (`last_pair_scores`, `last_run`) for
-    per-query statistics."""
+    reports every graded metric at full size and at each truncated Matryoshka dimension. `evaluate` also
+    returns the full-size pair scores and retrieval run, for per-query statistics; nothing is kept between
+    calls."""
 
     def __init__(self, pairs: GradedPairs, thresholds: Sequence[int], dims: Sequence[int] | None = None,
                  name: str = "dev", batch_size: int = 64):
@@ -112,18 +112,20 @@ class GradedEvaluator(SentenceEvaluator):
         self.greater_is_better = True
 
     def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        return self.evaluate(model)[0]
+
+    def evaluate(self, model) -> tuple[dict[str, float], np.ndarray, dict[str, dict[str, float]]]:
         queries = model.encode(self.pairs.unique_queries, prompt_name="query", batch_size=self.batch_size,
                                convert_to_numpy=True)
         docs = model.encode(self.pairs.unique_docs, prompt_name="document", batch_size=self.batch_size,
                             convert_to_numpy=True)
-        metrics, self.last_pair_scores, corpus_scores = self.compute(queries, docs)
-        self.last_run = top_k_run(self.pairs.unique_queries, self.pairs.unique_docs, corpus_scores)
+        metrics, pair_scores, corpus_scores = self.compute(queries, docs)
         for dim in self.dims or ():
             if dim < queries.shape[1]:
                 small, *_ = self.compute(queries[:, :dim], docs[:, :dim])
                 metrics.update({f"{k}@dim{dim}": v for k, v in small.items()
                                 if k in ("ndcg@10", "spearman") or k.startswith("ap@")})
-        return metrics
+        return metrics, pair_scores, top_k_run(self.pairs.unique_queries, self.pairs.unique_docs, corpus_scores)
 
     def compute(self, queries: np.ndarray, docs: np.ndarray) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)

@@ -83,8 +83,7 @@ class EvaluateEmbedder(Step):
         model = load_embedder(saved) if saved else build_embedder(self.config)
         pairs = graded_pairs(ctx.inputs["pairs"])
         evaluator = GradedEvaluator(pairs, self.scale.relevance_thresholds, self.config.matryoshka_dims)
-        metrics = evaluator(model)
-        return self.finish(ctx, pairs, metrics, evaluator.last_pair_scores, evaluator.last_run)
+        return self.finish(ctx, pairs, *evaluator.evaluate(model))
 
     @staticmethod
     def finish(ctx: StepContext, pairs: GradedPairs, metrics: dict, pair_scores: np.ndarray, run: dict

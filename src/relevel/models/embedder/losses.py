@@ -20,6 +20,10 @@ class GradedInfoNCELoss(nn.Module):
 
     def forward(self, sentence_features, labels: torch.Tensor) -> torch.Tensor:
         embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
+        return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def compute_loss_from_embeddings(self, embeddings: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """embeddings: [anchors (n, d), positives (n, d), negatives (n, d)...]; labels: (n,) level weights."""
         anchors, candidates = embeddings[0], torch.cat(embeddings[1:])
         scores = cos_sim(anchors, candidates) * self.scale
         targets = torch.arange(len(anchors), device=scores.device)  # row i's positive is candidate i
