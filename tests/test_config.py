@@ -57,3 +57,11 @@ def test_a_config_extends_another_in_its_folder(tmp_path):
     orphan.write_text("extends: nowhere.yaml\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="key 'extends': no config file"):
         load_config(orphan)
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n", encoding="utf-8")
+    orphan.write_text("extends: broken.yaml\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(orphan)
+    (tmp_path / "loop.yaml").write_text("extends: orphan.yaml\n", encoding="utf-8")
+    orphan.write_text("extends: loop.yaml\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="in a loop"):
+        load_config(orphan)

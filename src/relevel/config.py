@@ -195,8 +195,8 @@ class RunConfig(BaseModel):
         return self
 
 
-def load_config(path: str | Path) -> RunConfig:
-    path = resolve_path(path, None)
+def read_raw_config(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The config's keys; `extends: FILE` (a config in the same folder) supplies defaults for them."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -205,11 +205,19 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    if "extends" in raw:  # a variant of another config (in the same folder): its keys, this file's on top
-        parent = resolve_path(raw.pop("extends"), path.parent)
+    if "extends" in raw:
+        parent = resolve_path(str(raw.pop("extends")), path.parent)
         if not parent.is_file():
             raise ConfigError(f"{path}: key 'extends': no config file at {parent}")
-        raw = merged(yaml.safe_load(parent.read_text(encoding="utf-8")), raw)
+        if parent in seen:
+            raise ConfigError(f"{path}: key 'extends': {parent} extends itself in a loop")
+        raw = merged(read_raw_config(parent, (*seen, path)), raw)
+    return raw
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = resolve_path(path, None)
+    raw = read_raw_config(path)
     try:
         return RunConfig.model_validate(raw, context={"base_dir": path.parent})
     except ValidationError as exc:

@@ -105,9 +105,10 @@ class GradedEvaluator(SentenceEvaluator):
     calls."""
 
     def __init__(self, pairs: GradedPairs, thresholds: Sequence[int], dims: Sequence[int] | None = None,
-                 name: str = "dev", batch_size: int = 64):
+                 name: str = "dev", batch_size: int = 64, prompts: dict[str, str] | None = None):
         super().__init__()
         self.pairs, self.thresholds, self.dims, self.name, self.batch_size = pairs, thresholds, dims, name, batch_size
+        self.prompts = prompts or {}  # for a model saved without `query` / `document` prompts
         self.primary_metric = "ndcg@10"
         self.greater_is_better = True
 
@@ -115,10 +116,9 @@ class GradedEvaluator(SentenceEvaluator):
         return self.evaluate(model)[0]
 
     def evaluate(self, model) -> tuple[dict[str, float], np.ndarray, dict[str, dict[str, float]]]:
-        queries = model.encode(self.pairs.unique_queries, prompt_name="query", batch_size=self.batch_size,
-                               convert_to_numpy=True)
-        docs = model.encode(self.pairs.unique_docs, prompt_name="document", batch_size=self.batch_size,
-                            convert_to_numpy=True)
+        roles = (("query", self.pairs.unique_queries), ("document", self.pairs.unique_docs))
+        queries, docs = (model.encode(texts, prompt=model.prompts.get(role, self.prompts.get(role, "")),
+                                      batch_size=self.batch_size, convert_to_numpy=True) for role, texts in roles)
         metrics, pair_scores, corpus_scores = self.compute(queries, docs)
         for dim in self.dims or ():
             if dim < queries.shape[1]:

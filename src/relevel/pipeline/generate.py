@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -23,6 +24,7 @@ from relevel.pipeline.step import RUNTIME, Step, StepContext, StepResult, encode
 class TrainGenerator(Step):
     """(document, level) → query on the D2Q pairs; early stopping on a document-disjoint tune slice."""
 
+    VERSION: ClassVar[int] = 2  # the pointer-generator decoder: a saved copy-bias decoder must not load as one
     inputs: ClassVar[tuple[str, ...]] = ("pairs",)
     outputs: ClassVar[tuple[str, ...]] = ("model",)
 
@@ -58,14 +60,21 @@ class RetrainGenerator(TrainGenerator):
 
     replay: float
 
+    def run(self, ctx: StepContext) -> StepResult:
+        if not any(True for _ in read_records(ctx.inputs["synthetic"])):  # nothing kept yet: nothing to learn
+            shutil.copytree(ctx.inputs["init"], ctx.step_dir / "model", dirs_exist_ok=True)
+            return StepResult(counts={"fit_examples": 0, "synthetic_pairs": 0}, metrics={"fit": {"skipped": True}})
+        return super().run(ctx)
+
     def training_pairs(self, ctx: StepContext) -> list[LabeledPair]:
         stage1 = super().training_pairs(ctx)
-        synthetic = self.capped(kept_pairs(ctx.inputs["synthetic"]))
+        synthetic = kept_pairs(ctx.inputs["synthetic"])
         wanted = round(self.replay * len(synthetic))
         if wanted < len(stage1):
             rng = np.random.default_rng(self.config.seed)
             stage1 = [stage1[i] for i in sorted(rng.choice(len(stage1), wanted, replace=False))]
-        return stage1 + synthetic
+        # capped together: synthesis skews toward the rare levels on purpose, capping it alone would undo that
+        return self.capped(stage1 + synthetic)
 
 
 BASELINES = ("copy document", "cut document", "random training query")

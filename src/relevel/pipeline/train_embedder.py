@@ -82,7 +82,9 @@ class EvaluateEmbedder(Step):
         saved = ctx.inputs.get("model") or self.model
         model = load_embedder(saved) if saved else build_embedder(self.config)
         pairs = graded_pairs(ctx.inputs["pairs"])
-        evaluator = GradedEvaluator(pairs, self.scale.relevance_thresholds, self.config.matryoshka_dims)
+        prompts = {"query": self.config.query_prompt, "document": self.config.document_prompt}
+        evaluator = GradedEvaluator(pairs, self.scale.relevance_thresholds, self.config.matryoshka_dims,
+                                    prompts=prompts)
         return self.finish(ctx, pairs, *evaluator.evaluate(model))
 
     @staticmethod

@@ -12,6 +12,7 @@ import numpy as np
 
 from relevel.data.scale import LevelScale
 from relevel.data.schema import LabeledPair
+from relevel.errors import RelevelError
 from relevel.models.embedder.config import EmbedderConfig
 
 
@@ -55,8 +56,8 @@ def with_hard_negatives(rows: dict[str, list], pairs: Sequence[LabeledPair], con
                         corpus: list[str], store: Path | None) -> tuple[dict[str, list], int]:
     """Adds `hard_negatives` negative columns: first the query's own level-0 documents (labelled negatives),
     then the corpus documents the base model scores highest for the query without a label for it, among
-    those at or below (1 − margin) × the positive's score (above it: likely unlabelled positives). Returns the rows that got their
-    negatives and how many had too few.
+    those at or below (1 − margin) × the positive's score (above it: likely unlabelled positives). Returns
+    the rows that got their negatives and how many had too few.
 
     Why not `sentence_transformers.util.mine_hard_negatives`: it encodes the corpus again (5.5 minutes for
     QBQTC's 22k titles on 2 cores); the run's encoder store already holds the base model's vectors for every
@@ -121,6 +122,10 @@ def train_embedder(config: EmbedderConfig, scale: LevelScale, pairs: Sequence[La
 
     set_seed(config.seed)
     model = build_embedder(config)
+    too_large = [d for d in config.matryoshka_dims or () if d > model.get_embedding_dimension()]
+    if too_large:
+        raise RelevelError(f"embedder.matryoshka_dims {too_large}: larger than the model's "
+                           f"{model.get_embedding_dimension()} dimensions")
     datasets, losses, too_few = {}, {}, 0
     if "infonce" in config.loss:
         rows = infonce_rows(pairs, scale, graded=config.loss.startswith("graded"))
