@@ -72,7 +72,10 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "relevel", "data", "validate", str(data), "--config",
                                 str(config), "--on-error", "reject", "--out", str(run_dir)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # a job started in the background (nohup … &) inherits SIGINT ignored, and
+                               # Python then never raises KeyboardInterrupt: give the child a terminal's default
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
     marker = run_dir / "validate" / "records" / "chunk-00002.jsonl"
     deadline = time.monotonic() + 120
     while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
