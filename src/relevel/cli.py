@@ -21,6 +21,7 @@ from relevel.data.validation import OnError, RecordReader, Reject, guess_kind
 from relevel.errors import Interrupted, RelevelError
 from relevel.eval.classification import classification_tables
 from relevel.eval.report import Table, documents_table, level_table, structure_table
+from relevel.pipeline import review
 from relevel.pipeline import run as run_module
 from relevel.pipeline.ingest import IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
@@ -35,6 +36,9 @@ judge_app = typer.Typer(help="Train, apply and evaluate the relevance judge (sco
 app.add_typer(judge_app, name="judge")
 embed_app = typer.Typer(help="Evaluate embedders on graded data.", no_args_is_help=True)
 app.add_typer(embed_app, name="embed")
+review_app = typer.Typer(help="Spot-check synthetic data by hand: a sample in an offline browser page, the "
+                         "verdicts back into precision per level and the run's report.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 
 console = Console()
 DEMO_CONFIG = "builtin:demo/demo.yaml"
@@ -233,6 +237,49 @@ def embed_eval(config: ConfigOpt, model: Annotated[Path, typer.Option("--model",
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print_table(Table(f"Embedder on {data.name}", ["metric", "value"], [[k, v] for k, v in metrics.items()]))
     console.print(f"metrics: {out / 'metrics.json'}")
+
+
+RunOpt = Annotated[Path, typer.Option("--run", "-r", help="A run directory with synthetic.jsonl (stage 2).")]
+
+
+def _run_config(run: Path, on_error: str | None = None) -> RunConfig:
+    if not (run / "config.yaml").is_file():
+        raise RelevelError(f"{run}: not a run directory (no config.yaml); make one with `relevel run`")
+    return _config(run / "config.yaml", on_error)
+
+
+@review_app.command("export")
+def review_export(
+    run: RunOpt,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for review.html and review.csv "
+                                                "(default: RUN/review).")] = None,
+    per_level: Annotated[int, typer.Option("--per-level", min=1, help="Pairs per target level, spread evenly "
+                                           "over the rounds.")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+) -> None:
+    """A seeded sample of the synthetic pairs, stratified by level and round, as a self-contained page (open it
+    in a browser, label with the keyboard, download the verdicts) and a CSV for spreadsheets."""
+    export = review.export_review(_run_config(run), run, out or run / review.REVIEW_DIR, per_level, seed)
+    print_table(export.summary)
+    for note in export.short:
+        console.print(f"[yellow]short:[/yellow] {note}")
+    console.print(f"page: [bold]{export.page}[/bold] ({export.page.stat().st_size / 1e6:.2f} MB)   "
+                  f"spreadsheet: {export.csv}   export id {export.export_id}")
+
+
+@review_app.command("import")
+def review_import(
+    verdicts: Annotated[Path, typer.Argument(help="Verdicts: the page's download (JSONL) or the filled-in CSV.")],
+    run: RunOpt,
+    on_error: OnErrorOpt = None,
+) -> None:
+    """Precision of the synthetic labels per level (Wilson 95%), judge-vs-human confusion and weighted kappa;
+    writes RUN/review/gold.jsonl and the "Human check" section of RUN/report.md."""
+    result = review.import_verdicts(_run_config(run, on_error), run, verdicts)
+    [(_, blocks)] = review.human_check_sections(run)
+    _print_blocks([b for b in blocks if isinstance(b, Table) or not b.startswith("![")])  # the plot is a file
+    console.print(f"plot: {run / review.HUMAN_CHECK_PLOT}   gold: {result.gold}   "
+                  f"report: [bold]{result.report}[/bold]")
 
 
 @app.command("run")

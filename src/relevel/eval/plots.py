@@ -53,6 +53,34 @@ def metrics_by_variant(path: Path, metrics: list[str], rows: dict[str, dict[str,
     return _save(fig, path)
 
 
+def human_check(path: Path, names: list[str], precision: list[dict], confusion: list[list[int]]) -> Path:
+    """Left: per-level precision of the synthetic labels with Wilson 95% whiskers (levels nobody reviewed
+    are left empty); right: the judge-vs-human confusion matrix."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    x = np.arange(len(names))
+    reviewed = [row for row in precision if row["reviewed"]]
+    whiskers = [[row["precision"] - row["low"] for row in reviewed],
+                [row["high"] - row["precision"] for row in reviewed]]
+    left.bar([row["level"] for row in reviewed], [row["precision"] for row in reviewed], 0.6,
+             yerr=np.clip(whiskers, 0, None), capsize=4)  # clip: rounding must not make a whisker negative
+    left.set_xticks(x, [f"{name}\nn={row['reviewed']}" for name, row in zip(names, precision)])
+    left.set_ylim(0, 1)
+    left.set_ylabel("human level = target level")
+    left.set_title("Precision of synthetic labels (95% Wilson)")
+    counts = np.asarray(confusion)
+    right.imshow(counts, cmap="Blues")
+    for (judge, human), count in np.ndenumerate(counts):
+        right.text(human, judge, count, ha="center", va="center",
+                   color="white" if count > counts.max() / 2 else "black")
+    right.set_xticks(x, names)
+    right.set_yticks(x, names)
+    right.set_xlabel("human level")
+    right.set_ylabel("judge level")
+    right.set_title("Judge vs human")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -68,10 +68,14 @@ def _percentiles(p: dict[str, int]) -> str:
     return " / ".join(str(p[k]) for k in ("p50", "p90", "p99", "p100"))
 
 
+def render_section(heading: str, blocks: list[Table | str]) -> str:
+    """One `## heading` section of a report, as `write_report` writes it."""
+    parts = [f"## {heading}\n"]
+    parts += [block.to_markdown() if isinstance(block, Table) else block + "\n" for block in blocks]
+    return "\n".join(parts)
+
+
 def write_report(path: Path, title: str, sections: list[tuple[str, list[Table | str]]]) -> Path:
-    parts = [f"# {title}\n"]
-    for heading, blocks in sections:
-        parts.append(f"## {heading}\n")
-        parts += [block.to_markdown() if isinstance(block, Table) else block + "\n" for block in blocks]
+    parts = [f"# {title}\n"] + [render_section(heading, blocks) for heading, blocks in sections]
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
