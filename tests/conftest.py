@@ -59,9 +59,10 @@ def write_config(path: Path, train: Path | str, chunk_size: int = 1000, extra: s
     return path
 
 
-def relevel_cli(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+def relevel_cli(*args: str, cwd: Path | None = None, env: dict | None = None, **kwargs
+                ) -> subprocess.CompletedProcess:
     """The installed command line in a real subprocess, as a user runs it."""
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**(env or os.environ), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "relevel", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, **kwargs)
 

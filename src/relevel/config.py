@@ -21,6 +21,7 @@ from relevel.errors import ConfigError
 from relevel.models.embedder.config import EmbedderConfig
 from relevel.models.generator.config import GeneratorConfig
 from relevel.models.judge.config import JudgeConfig
+from relevel.models.llm.config import LLMConfig
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -128,6 +129,9 @@ class SynthesisConfig(BaseModel):
                                    "judge gives its target level at least this probability.")
     order_check: bool = Field(True, description="Drop queries whose judged expected level contradicts the "
                               "order of levels among one document's kept queries.")
+    llm_order_check: bool = Field(False, description="Also ask the `llm:` endpoint, for neighbouring levels "
+                                  "of one document's kept queries, which query the document serves better; "
+                                  "pairs it orders against their levels lose the less confident query.")
     retrain_epochs: float = Field(1.0, gt=0, description="Epochs of each round's warm-started retrain.")
     retrain_examples: int | None = Field(4000, gt=0, description="Examples per retrain (kept synthetic and "
                                          "replayed stage-1 ones, level-capped), sized to the round's time budget.")
@@ -142,10 +146,13 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    variants: tuple[Literal["real", "stage1", "ssra", "ssra-binary"], ...] = Field(
-        ("real", "stage1", "ssra", "ssra-binary"), description="Training sets: 'real' pairs only; real + the "
-        "stage-1 generator's judge-kept queries ('stage1'); real + every round's ('ssra'); 'ssra-binary': "
-        "without intermediate levels.")
+    variants: tuple[Literal["real", "stage1", "ssra", "ssra-binary", "vanilla", "prompt-only"], ...] = Field(
+        ("real", "stage1", "ssra", "ssra-binary", "vanilla"), description="Training sets: 'real' pairs only; "
+        "real + the stage-1 generator's judge-kept queries ('stage1'); real + every round's ('ssra'); "
+        "'ssra-binary': without intermediate levels; 'vanilla': real + the judge-kept queries of the same "
+        "generator trained on the original pairs only; 'prompt-only': real + the judge-kept queries of a "
+        "prompted LLM (needs `llm:`). Baselines synthesise as many requests, for the same documents, as all "
+        "SSRA rounds together.")
     seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="Embedder seeds per variant.")
     baselines: bool = Field(True, description="Also evaluate the zero-shot base and BM25.")
     bootstrap: int = Field(1000, ge=0, description="Paired per-query bootstrap resamples (SSRA − real).")
@@ -178,7 +185,22 @@ class RunConfig(BaseModel):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     experiment: ExperimentConfig | None = Field(None, description="Embedder experiment (null: no embedder "
                                                 "steps in the run).")
+    llm: LLMConfig | None = Field(None, description="Default OpenAI-compatible endpoint for every part set to "
+                                  "an LLM backend (judge, generator, order check) that names none of its own.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _share_llm(cls, raw: Any) -> Any:
+        """Sections with an LLM backend and no endpoint of their own use the top-level `llm`."""
+        if not isinstance(raw, dict) or raw.get("llm") is None:
+            return raw
+        out = dict(raw)
+        for section in ("judge", "generator"):
+            part = out.get(section)
+            if isinstance(part, dict) and str(part.get("backend", "")).startswith("llm") and part.get("llm") is None:
+                out[section] = {**part, "llm": raw["llm"]}
+        return out
 
     @model_validator(mode="after")
     def _synthesis_levels(self) -> RunConfig:
@@ -192,6 +214,10 @@ class RunConfig(BaseModel):
             raise ValueError("synthesis.target_distribution: shares must be ≥ 0 and not all 0")
         if self.synthesis.only == []:
             raise ValueError("synthesis.only: name at least one level (or leave it out)")
+        if self.synthesis.llm_order_check and self.llm is None:
+            raise ValueError("synthesis.llm_order_check needs an LLM endpoint: set `llm:`")
+        if self.experiment is not None and "prompt-only" in self.experiment.variants and self.llm is None:
+            raise ValueError("experiment.variants 'prompt-only' needs an LLM endpoint: set `llm:`")
         return self
 
 

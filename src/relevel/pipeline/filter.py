@@ -11,12 +11,15 @@ from typing import ClassVar
 from relevel.config import SynthesisConfig
 from relevel.data.scale import LevelScale
 from relevel.data.schema import LabeledPair, normalize_text
+from relevel.models.llm.config import LLMConfig
+from relevel.models.llm.order import LLMOrderCheck
 from relevel.pipeline.io import ChunkedOutputs, read_records
 from relevel.pipeline.step import Step, StepContext, StepResult
 from relevel.pipeline.synthesize import level_counts, plan_levels
 
 _NOT_WORD = re.compile(r"[\W_]+")
-DROP_REASONS = ("empty", "level mismatch", "low confidence", "real query", "duplicate", "order", "over plan")
+DROP_REASONS = ("empty", "level mismatch", "low confidence", "real query", "duplicate", "order", "order (LLM)",
+                "over plan")
 
 
 def kept_pairs(folder) -> list[LabeledPair]:
@@ -61,6 +64,7 @@ class FilterCandidates(Step):
     config: SynthesisConfig
     round: int
     generator: str  # the checkpoint that wrote this round's candidates, recorded with each kept query
+    llm: LLMConfig | None = None  # with an endpoint: also the LLM's pairwise order check
 
     def run(self, ctx: StepContext) -> StepResult:
         earlier = list(read_records(ctx.inputs["kept"])) if "kept" in ctx.inputs else []
@@ -92,6 +96,13 @@ class FilterCandidates(Step):
             conflicting = order_conflicts(survivors)
             dropped += [{**r, "reason": "order"} for r in survivors if r["id"] in conflicting]
             survivors = [r for r in survivors if r["id"] not in conflicting]
+        llm_usage = {}
+        if self.llm is not None:
+            check = LLMOrderCheck(self.scale, self.llm)
+            conflicting = check.contradicting(survivors, ctx.progress)
+            dropped += [{**r, "reason": "order (LLM)"} for r in survivors if r["id"] in conflicting]
+            survivors = [r for r in survivors if r["id"] not in conflicting]
+            llm_usage = {"llm": {**check.client.stats.as_dict(), "pairs_compared": check.compared}}
         kept = []
         for level, needed in enumerate(plan.needed):  # the most confident first, up to what the plan needs
             at_level = sorted((r for r in survivors if r["level"] == level), key=lambda r: -r["probability"])
@@ -104,7 +115,7 @@ class FilterCandidates(Step):
         ChunkedOutputs(ctx.step_dir, self.outputs).write_all({"kept": earlier + kept, "dropped": dropped},
                                                              ctx.chunk_size)
         return StepResult(counts={"kept": len(kept), "dropped": len(dropped), "kept_so_far": len(earlier) + len(kept)},
-                          metrics=self.summary(real, earlier, kept, dropped))
+                          metrics={**self.summary(real, earlier, kept, dropped), **llm_usage})
 
     def summary(self, real: list[dict], earlier: list[dict], kept: list[dict], dropped: list[dict]) -> dict:
         names = [level.name for level in self.scale.levels]

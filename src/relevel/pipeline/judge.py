@@ -91,9 +91,11 @@ class JudgePairs(RecordStep):
             for r, level, probs in zip(batch, prediction.levels, prediction.probs)]}
 
     def metrics(self, ctx: StepContext, outputs: ChunkedOutputs) -> dict[str, Any]:
+        usage = self._judge.usage() if self._judge is not None else {}
         rows = [r for r in read_records(outputs.dirs["predictions"]) if "label" in r]
         if not rows:
-            return {}
+            return {"llm": usage} if usage else {}
         labels = np.array([r["label"] for r in rows])
         probs = np.array([r["probs"] for r in rows])
-        return classification_metrics(labels, probs.argmax(axis=1), self.scale, probs)
+        return {**classification_metrics(labels, probs.argmax(axis=1), self.scale, probs),
+                **({"llm": usage} if usage else {})}

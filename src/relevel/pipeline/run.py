@@ -23,6 +23,7 @@ from relevel.pipeline.generate import ControlAccuracy, RetrainGenerator, TrainGe
 from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
 from relevel.pipeline.judge import JudgePairs, TrainJudge
+from relevel.pipeline.review import human_check_sections
 from relevel.pipeline.runner import Pipeline, StepOutcome, read_manifest
 from relevel.pipeline.stats import DataStats
 from relevel.pipeline.step import Step
@@ -31,8 +32,11 @@ from relevel.pipeline.train_embedder import VARIANTS, EvaluateBM25, EvaluateEmbe
 
 # Stages of the SSRA pipeline that this version does not have yet; the run says so instead of faking them.
 NOT_BUILT = (
-    "experiment rows 'real + vanilla generator' and 'real + prompt-only LLM synthesis'",
+    "the reasoning-tuned LLM judge (issue 9)",
+    "the LLM content-rewrite step (issue 9)",
 )
+# Experiment variants whose synthetic queries come from another generator than SSRA's, in one round.
+BASELINE_GENERATORS = ("vanilla", "prompt-only")
 
 
 def build_steps(config: RunConfig) -> list[Step]:
@@ -117,7 +121,8 @@ def stage2_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
             FilterCandidates(name=f"filter-r{r}", bind={"candidates": f"synthesize-r{r}/candidates",
                              "predictions": f"judge-r{r}/predictions", "train": prepared["train"],
                              **({"kept": previous["kept"]} if previous else {})},
-                             scale=config.scale, config=synthesis, round=r, generator=generator),
+                             scale=config.scale, config=synthesis, round=r, generator=generator,
+                             llm=config.llm if synthesis.llm_order_check else None),
             RetrainGenerator(name=f"generator-r{r}", bind={"pairs": "d2q/pairs", "synthetic": f"filter-r{r}/kept",
                                                            "init": generator},
                              scale=config.scale, config=retrain.model_copy(update={"seed": retrain.seed + r}),
@@ -136,12 +141,16 @@ def experiment_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
         raise RelevelError("the experiment evaluates on the `dev` split: add one to the config's data")
     last_filter = last_round_step(config, "filter")
     synthetic = {"real": None, "stage1": "filter-r1/kept", "ssra": f"{last_filter}/kept",
-                 "ssra-binary": f"{last_filter}/kept"}
+                 "ssra-binary": f"{last_filter}/kept", "vanilla": "filter-vanilla/kept",
+                 "prompt-only": "filter-prompt-only/kept"}
     if last_filter is None and any(synthetic[v] for v in experiment.variants):
         raise RelevelError(f"variants {list(experiment.variants)} need synthetic data: set synthesis.rounds ≥ 1 "
                            "and an unlabeled split, or keep only the 'real' variant")
     evaluation = {"pairs": "ingest-dev/records"}
     steps: list[Step] = []
+    for baseline in BASELINE_GENERATORS:
+        if baseline in experiment.variants:
+            steps += baseline_synthesis_steps(config, prepared, baseline)
     if experiment.baselines:
         steps += [EvaluateEmbedder(name="eval-zero-shot", bind=evaluation, scale=config.scale,
                                    config=config.embedder),
@@ -158,6 +167,33 @@ def experiment_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
                       EvaluateEmbedder(name=f"eval-{name}", bind={**evaluation, "model": f"embed-{name}/model"},
                                        scale=config.scale, config=config.embedder)]
     return steps
+
+
+def baseline_synthesis_steps(config: RunConfig, prepared: dict[str, str], baseline: str) -> list[Step]:
+    """A baseline generator → one synthesis round with as many requests, for the same unseen documents, as
+    all SSRA rounds together → the same judge and filter. 'vanilla': SSRA's generator trained on the original
+    pairs only (no re-annotated links); 'prompt-only': a prompted LLM."""
+    synthesis = config.synthesis
+    if synthesis.documents_per_round is not None:
+        synthesis = synthesis.model_copy(update={"documents_per_round": synthesis.documents_per_round
+                                                 * synthesis.rounds})
+    generator_config = config.generator if baseline == "vanilla" else config.generator.model_copy(
+        update={"backend": "llm-prompt", "llm": config.llm})
+    generator = f"generator-{baseline}/model"
+    return [
+        TrainGenerator(name=f"generator-{baseline}", bind={"pairs": prepared["train"]}, scale=config.scale,
+                       config=generator_config),
+        GenerateCandidates(name=f"synthesize-{baseline}", bind={"generator": generator, "documents":
+                           prepared["unlabeled"], "train": prepared["train"]}, scale=config.scale,
+                           config=synthesis, round=1),
+        JudgePairs(name=f"judge-{baseline}", bind={"judge": "judge/model",
+                                                  "pairs": f"synthesize-{baseline}/candidates"},
+                   scale=config.scale, batch_size=config.runtime.inference_batch_size),
+        FilterCandidates(name=f"filter-{baseline}", bind={"candidates": f"synthesize-{baseline}/candidates",
+                         "predictions": f"judge-{baseline}/predictions", "train": prepared["train"]},
+                         scale=config.scale, config=synthesis, round=1, generator=generator,
+                         llm=config.llm if synthesis.llm_order_check else None),
+    ]
 
 
 @dataclass(frozen=True)
@@ -247,10 +283,16 @@ def data_tables(stats: dict[str, dict]) -> list[Table]:
 
 def judge_report(config: RunConfig, by_step: dict[str, dict]) -> list[Table | str]:
     fit = by_step["judge"]["metrics"]["fit"]
-    blocks: list[Table | str] = [
-        f"Backend `{config.judge.backend}`, trained on {fit['train_pairs']} pairs in "
-        f"{by_step['judge']['wall_s']:.0f}s: {fit['steps']} steps, best tune macro-F1 at step {fit['best_step']}; "
-        f"temperature {fit['temperature']:.3f} fitted on {fit['tune_pairs']} query-disjoint tune pairs."]
+    if "calibration_pairs" in fit:  # a prompted LLM: nothing trained
+        summary = (f"Backend `llm` (model `{config.judge.llm.model}`), prompted with the scale's definitions: "
+                   f"temperature {fit['temperature']:.3f} fitted on {fit['calibration_pairs']} query-disjoint "
+                   f"tune pairs it judged in {by_step['judge']['wall_s']:.0f}s.")
+    else:
+        summary = (f"Backend `{config.judge.backend}`, trained on {fit['train_pairs']} pairs in "
+                   f"{by_step['judge']['wall_s']:.0f}s: {fit['steps']} steps, best tune macro-F1 at step "
+                   f"{fit['best_step']}; temperature {fit['temperature']:.3f} fitted on {fit['tune_pairs']} "
+                   "query-disjoint tune pairs.")
+    blocks: list[Table | str] = [summary]
     tune = by_step["judge"]["metrics"]["tune"]
     blocks.append(f"Tune slice: macro-F1 {tune['macro_f1']:.4f}, ECE {tune['ece_uncalibrated']:.4f} before "
                   f"calibration → {tune['ece']:.4f} after.")
@@ -350,6 +392,13 @@ def experiment_report(config: RunConfig, by_step: dict[str, dict], run_dir: Path
                for label, v in values.items()]),
         "Training sets: " + "; ".join(f"**{v}**: {VARIANTS[v]}" for v in experiment.variants) + ".",
     ]
+    baselines = [b for b in BASELINE_GENERATORS if f"filter-{b}" in by_step]
+    if baselines:
+        rows = [[b, name, by_step[f"synthesize-{b}"]["metrics"]["requested"][name],
+                 by_step[f"filter-{b}"]["metrics"]["generated"][name], by_step[f"filter-{b}"]["metrics"]["kept"][name],
+                 by_step[f"filter-{b}"]["metrics"]["yield"][name]] for b in baselines for name in names]
+        blocks.append(Table("Baseline generators: one round, same documents and request count as all SSRA rounds",
+                            ["generator", "level", "requested", "generated", "kept", "yield"], rows))
     paired = [s for s in experiment.seeds if f"eval-real-s{s}" in by_step and f"eval-ssra-s{s}" in by_step]
     if paired and experiment.bootstrap:
         runs = {v: [list(read_records(run_dir / f"eval-{v}-s{s}" / "scores")) for s in paired]
@@ -393,6 +442,26 @@ def experiment_report(config: RunConfig, by_step: dict[str, dict], run_dir: Path
     return blocks
 
 
+def llm_usage(by_step: dict[str, dict]) -> dict[str, dict]:
+    """Per step that asked an LLM: its requests, cache hits, retries and tokens (from the manifests)."""
+    usage = {}
+    for step, manifest in by_step.items():
+        metrics = manifest.get("metrics", {})
+        fit = metrics.get("fit")
+        found = metrics.get("llm") or (fit.get("llm") if isinstance(fit, dict) else None)
+        if found:
+            usage[step] = found
+    return usage
+
+
+def llm_usage_table(usage: dict[str, dict]) -> Table:
+    return Table("LLM requests per step", ["step", "answers", "unparseable", "requests", "cache hits", "retries",
+                                           "prompt tokens", "completion tokens"],
+                 [[step, u["answers"], u["failed"], u["requests"], u["cache_hits"],
+                   ", ".join(f"{k} {v}" for k, v in u["retries"].items()) or "0", u["prompt_tokens"],
+                   u["completion_tokens"]] for step, u in usage.items()])
+
+
 def write_run_report(config: RunConfig, run_dir: Path, outcomes: list[StepOutcome], rejects: int) -> Path:
     by_step = {o.step: o.manifest for o in outcomes}
     held_out = by_step.get("holdout", {}).get("metrics", {}).get("removed", {})
@@ -409,7 +478,9 @@ def write_run_report(config: RunConfig, run_dir: Path, outcomes: list[StepOutcom
         *([("Stage 2: synthesis rounds", stage2_report(config, by_step))] if "synthesize-r1" in by_step else []),
         *([("Embedder experiment", experiment_report(config, by_step, run_dir))]
           if config.experiment is not None else []),
+        *([("LLM usage", [llm_usage_table(usage)])] if (usage := llm_usage(by_step)) else []),
         ("Steps", [steps_table(outcomes)]),
         ("Not built yet", ["\n".join(f"- {stage}" for stage in NOT_BUILT)]),
+        *human_check_sections(run_dir),  # from `relevel review import`; kept when the run rewrites the report
     ]
     return write_report(run_dir / "report.md", f"relevel run: {config.name}", sections)

@@ -75,7 +75,7 @@ class Step(ABC):
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", context={"cache_key": True})
     return json.loads(json.dumps(value, default=str))
 
 

@@ -23,8 +23,11 @@ VARIANTS = {
     "stage1": "real + queries of the stage-1 generator kept by the judge (round 1, before any retraining)",
     "ssra": "real + every round's kept synthetic queries (full SSRA)",
     "ssra-binary": "full SSRA without intermediate levels: top level positive, level 0 negative",
+    "vanilla": "real + queries of a generator trained on the original pairs only (no re-annotation, no rounds), "
+               "kept by the same judge",
+    "prompt-only": "real + queries a prompted LLM wrote (few-shot, no training), kept by the same judge",
 }
-Variant = Literal["real", "stage1", "ssra", "ssra-binary"]
+Variant = Literal["real", "stage1", "ssra", "ssra-binary", "vanilla", "prompt-only"]
 
 
 

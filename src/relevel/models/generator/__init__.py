@@ -12,7 +12,8 @@ from relevel.models.generator.base import QueryGenerator
 from relevel.models.generator.config import GeneratorConfig
 from relevel.models.registry import import_backend, saved_backend
 
-BACKENDS = {"seq2seq": "relevel.models.generator.seq2seq:Seq2SeqGenerator"}
+BACKENDS = {"seq2seq": "relevel.models.generator.seq2seq:Seq2SeqGenerator",
+            "llm-prompt": "relevel.models.generator.llm:PromptOnlyGenerator"}
 GENERATOR_FILE = "generator.json"
 
 

@@ -36,3 +36,7 @@ class QueryGenerator(ABC):
 
     @abstractmethod
     def save(self, path: Path) -> None: ...
+
+    def usage(self) -> dict:
+        """Resources used so far that the manifest should show (an LLM backend's requests and tokens)."""
+        return {}

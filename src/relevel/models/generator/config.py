@@ -7,14 +7,21 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from relevel.models.base_model import OFFLINE_BASE
+from relevel.models.llm.config import LLMConfig
 
 
 class GeneratorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["seq2seq"] = Field(
+    backend: Literal["seq2seq", "llm-prompt"] = Field(
         "seq2seq", description="'seq2seq' (CPU default): the frozen base encoder reads the document once; a "
-        "small decoder warm-started from its layers writes the query, the target level as its first token.")
+        "small decoder warm-started from its layers writes the query, the target level as its first token. "
+        "'llm-prompt': a chat model behind an OpenAI-compatible endpoint (`llm:`) writes queries from the "
+        "scale's definitions and a few labelled examples per level; nothing is trained.")
+    llm: LLMConfig | None = Field(None, description="llm-prompt backend: its endpoint (default: the config's "
+                                  "`llm:`).")
+    few_shot_per_level: int = Field(2, ge=0, description="llm-prompt backend: labelled examples per level "
+                                    "shown in the prompt.")
     base_model: str = Field(OFFLINE_BASE, description="Encoder whose layers also warm-start the decoder.")
     document_prefix: str = Field("passage: ", description="Prompt before each document (e5's).")
     max_document_tokens: int = Field(128, gt=8, description="Document tokens the decoder attends to.")

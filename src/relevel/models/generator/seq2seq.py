@@ -273,16 +273,19 @@ class Seq2SeqGenerator(QueryGenerator):
 
         steps_per_epoch = math.ceil(len(train) / config.batch_size)
         self.decoder.train()
+        # too few documents for a tune slice (a tiny retrain): the configured epochs, no early stopping
+        no_tune = {} if tune else {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
         with tempfile.TemporaryDirectory(dir=work_dir) as checkpoints:
             args = early_stopping_arguments(
                 checkpoints, config, steps_per_epoch, metric="loss", greater_is_better=False,
                 # no early stop inside the first epoch: at this learning rate the tune loss is noisy there,
                 # and on small data (the demo) a bump at step 20 ended training for good
-                min_eval_delay=steps_per_epoch, remove_unused_columns=False, train_sampling_strategy="random")
+                min_eval_delay=steps_per_epoch, remove_unused_columns=False, train_sampling_strategy="random",
+                **no_tune)
             trainer = Trainer(
                 model=self.decoder, args=args, train_dataset=self._examples(train, doc_index),
-                eval_dataset=self._examples(tune, doc_index), data_collator=collator,
-                callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience),
+                eval_dataset=self._examples(tune, doc_index) if tune else None, data_collator=collator,
+                callbacks=[*([EarlyStoppingCallback(early_stopping_patience=config.patience)] if tune else []),
                            ProgressBar("training generator", "loss", progress)])
             trainer.remove_callback(PrinterCallback)
             result = trainer.train()

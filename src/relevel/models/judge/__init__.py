@@ -15,6 +15,7 @@ from relevel.models.registry import import_backend, saved_backend
 BACKENDS = {
     "embedding-features": "relevel.models.judge.features:EmbeddingFeatureJudge",
     "cross-encoder": "relevel.models.judge.cross_encoder:CrossEncoderJudge",
+    "llm": "relevel.models.judge.llm:LLMJudge",
 }
 JUDGE_FILE = "judge.json"
 

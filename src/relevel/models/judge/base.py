@@ -59,6 +59,10 @@ class Judge(ABC):
     @abstractmethod
     def save(self, path: Path) -> None: ...
 
+    def usage(self) -> dict:
+        """Resources used so far that the manifest should show (an LLM backend's requests and tokens)."""
+        return {}
+
     def logits(self, queries: Sequence[str], docs: Sequence[str], batch_size: int = 64,
                progress: bool = False) -> np.ndarray:
         """All logits, in input order; batches hold pairs of similar length to cut padding."""

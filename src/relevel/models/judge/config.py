@@ -7,15 +7,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from relevel.models.base_model import OFFLINE_BASE
+from relevel.models.llm.config import LLMConfig
 
 
 class JudgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["embedding-features", "cross-encoder"] = Field(
+    backend: Literal["embedding-features", "cross-encoder", "llm"] = Field(
         "embedding-features", description="'embedding-features' (CPU default): a frozen bi-encoder reads each "
         "text once and a gradient-boosted classifier reads the pair's features. 'cross-encoder': the base "
-        "model fine-tuned on (query, document) pairs (slow on CPU; for GPUs).")
+        "model fine-tuned on (query, document) pairs (slow on CPU; for GPUs). 'llm': a chat model behind an "
+        "OpenAI-compatible endpoint (`llm:`), prompted with the scale's definitions.")
+    llm: LLMConfig | None = Field(None, description="llm backend: its endpoint (default: the config's `llm:`).")
+    calibration_pairs: int = Field(200, gt=0, description="llm backend: tune pairs judged to fit the "
+                                   "temperature and report tune metrics (each costs a request).")
     base_model: str = Field(OFFLINE_BASE, description=f"'{OFFLINE_BASE}' (offline, converted once), a local "
                             "model folder, or a hub name such as intfloat/multilingual-e5-small.")
     num_layers: int | None = Field(None, gt=0, description="Keep only the first N transformer layers "
