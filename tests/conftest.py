@@ -83,6 +83,16 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
+def llm_server(tmp_path_factory):
+    """llama.cpp's OpenAI-compatible server on 127.0.0.1 with SmolLM2-135M-Instruct (tests/llm_server.py)."""
+    from llm_server import LlamaServer
+
+    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def offline_base() -> str:
     """The real offline base model folder (converted once into the user cache)."""
     from relevel.models.base_model import resolve_model

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import relevel_cli, write_lines
-from llm_server import FaultProxy, LlamaServer
+from llm_server import FaultProxy
 from relevel.data.scale import Level, LevelScale
 from relevel.data.schema import LabeledPair
 from relevel.models.judge.config import JudgeConfig
@@ -33,13 +33,6 @@ SCALE = LevelScale(levels=(Level(value=0, name="poor", description="does not mee
 PAIRS = [("红烧肉怎么做", "红烧肉的家常做法，一步步教你"), ("北京天气", "上海迪士尼门票价格"),
          ("苹果手机价格", "iPhone 15 最新报价"), ("周杰伦演唱会", "周杰伦 2024 巡回演唱会门票开售"),
          ("感冒吃什么药", "感冒了怎么办，常用药推荐"), ("足球比赛", "篮球比赛精彩集锦")]
-
-
-@pytest.fixture(scope="session")
-def llm_server(tmp_path_factory):
-    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log")
-    yield server
-    server.stop()
 
 
 def endpoint(base_url: str, cache: Path, **overrides) -> LLMConfig:

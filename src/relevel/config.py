@@ -24,6 +24,7 @@ from relevel.models.judge.config import JudgeConfig
 from relevel.models.llm.config import LLMConfig
 
 BUILTIN_PREFIX = "builtin:"
+LLM_BACKENDS = ("llm", "llm-prompt", "reasoning-lm")  # backends that use an endpoint (reasoning-lm: its teacher)
 
 
 def resolve_path(value: str | Path, base_dir: Path | None) -> Path:
@@ -198,7 +199,7 @@ class RunConfig(BaseModel):
         out = dict(raw)
         for section in ("judge", "generator"):
             part = out.get(section)
-            if isinstance(part, dict) and str(part.get("backend", "")).startswith("llm") and part.get("llm") is None:
+            if isinstance(part, dict) and part.get("backend") in LLM_BACKENDS and part.get("llm") is None:
                 out[section] = {**part, "llm": raw["llm"]}
         return out
 

