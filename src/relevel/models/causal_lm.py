@@ -153,3 +153,16 @@ class CausalLM:
             raise ValueError(f"{self.base_model}: '{prefix}' + the level labels {list(labels)} do not tokenise as "
                              "one shared prefix and one token per label")
         return head, [e[-1] for e in encoded]
+
+
+class UsesCausalLM:
+    """A backend whose LM loads on first use (`config.causal_model`; a saved backend passes its own)."""
+
+    config: object
+    _lm: CausalLM | None
+
+    @property
+    def lm(self) -> CausalLM:
+        if self._lm is None:
+            self._lm = CausalLM.load(self.config.causal_model)
+        return self._lm

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from relevel.data.scale import LevelScale
 from relevel.data.schema import LabeledPair
-from relevel.models.causal_lm import ADAPTER_DIR, CausalLM
+from relevel.models.causal_lm import ADAPTER_DIR, CausalLM, UsesCausalLM
 from relevel.models.generator import GENERATOR_FILE
 from relevel.models.generator.base import QueryGenerator
 from relevel.models.generator.config import GeneratorConfig
+
 
 def query_prompt(scale: LevelScale, doc: str, level: int) -> list[dict]:
     """The model's input format (fixed: the adapters learn it)."""
@@ -24,18 +25,12 @@ def query_prompt(scale: LevelScale, doc: str, level: int) -> list[dict]:
                                         f"document is at relevance level {target.value} ({target.name}{meaning})."}]
 
 
-class CausalLMGenerator(QueryGenerator):
+class CausalLMGenerator(UsesCausalLM, QueryGenerator):
     BACKEND = "causal-lm"
 
     def __init__(self, scale: LevelScale, config: GeneratorConfig, lm: CausalLM | None = None):
         super().__init__(scale)
         self.config, self._lm = config, lm
-
-    @property
-    def lm(self) -> CausalLM:
-        if self._lm is None:
-            self._lm = CausalLM.load(self.config.causal_model)
-        return self._lm
 
     @classmethod
     def from_base(cls, scale: LevelScale, config: GeneratorConfig, encoder_store: Path | None = None

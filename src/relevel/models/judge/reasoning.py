@@ -16,7 +16,7 @@ import numpy as np
 from relevel.data.scale import LevelScale
 from relevel.data.schema import LabeledPair
 from relevel.errors import RelevelError
-from relevel.models.causal_lm import ADAPTER_DIR, CausalLM
+from relevel.models.causal_lm import ADAPTER_DIR, CausalLM, UsesCausalLM
 from relevel.models.judge import JUDGE_FILE
 from relevel.models.judge.base import Judge, fit_temperature
 from relevel.models.judge.config import JudgeConfig
@@ -42,7 +42,7 @@ def teacher_reasoning(answer) -> str:
     return " ".join(reasoning.split())
 
 
-class ReasoningJudge(Judge):
+class ReasoningJudge(UsesCausalLM, Judge):
     BACKEND = "reasoning-lm"
 
     def __init__(self, scale: LevelScale, config: JudgeConfig, lm: CausalLM | None = None, temperature: float = 1.0):
@@ -52,12 +52,6 @@ class ReasoningJudge(Judge):
                                "`llm:` (or `judge.llm:`), or reasoning: false")
         self.config, self._lm = config, lm
         self._teacher: LLMClient | None = None
-
-    @property
-    def lm(self) -> CausalLM:
-        if self._lm is None:
-            self._lm = CausalLM.load(self.config.causal_model)
-        return self._lm
 
     @classmethod
     def from_base(cls, scale: LevelScale, config: JudgeConfig, encoder_store: Path | None = None) -> ReasoningJudge:
