@@ -18,14 +18,14 @@ from relevel.errors import RelevelError
 from relevel.models.generator import GENERATOR_FILE
 from relevel.models.generator.base import QueryGenerator
 from relevel.models.generator.config import GeneratorConfig
-from relevel.models.llm.client import ChatRequest, LLMClient
+from relevel.models.llm.client import ChatRequest, UsesLLMClient
 from relevel.models.llm.parse import queries_of, queries_schema
 from relevel.models.llm.prompts import Prompts
 
 EXAMPLE_DOCUMENT_CHARS = 200  # few-shot documents are cut: the prompt should spend its tokens on the task
 
 
-class PromptOnlyGenerator(QueryGenerator):
+class PromptOnlyGenerator(UsesLLMClient, QueryGenerator):
     BACKEND = "llm-prompt"
 
     def __init__(self, scale: LevelScale, config: GeneratorConfig, examples: list[dict] | None = None):
@@ -33,15 +33,8 @@ class PromptOnlyGenerator(QueryGenerator):
         if config.llm is None:
             raise RelevelError("generator.backend 'llm-prompt' needs an endpoint: set `llm:` (or "
                                "`generator.llm:`) in the config")
-        self.config, self.examples = config, examples or []
+        self.config, self.llm, self.examples = config, config.llm, examples or []
         self.prompts = Prompts(config.llm.prompts_dir)
-        self._client: LLMClient | None = None
-
-    @property
-    def client(self) -> LLMClient:
-        if self._client is None:
-            self._client = LLMClient(self.config.llm)
-        return self._client
 
     @classmethod
     def from_base(cls, scale: LevelScale, config: GeneratorConfig, encoder_store: Path | None = None
@@ -68,9 +61,6 @@ class PromptOnlyGenerator(QueryGenerator):
                     for i, (doc, level) in enumerate(zip(docs, levels))]
         answers = self.client.complete(requests, lambda answer: queries_of(answer, n), progress, "LLM synthesis")
         return [found or [] for found in answers]  # an unparseable answer: no candidates (counted in usage)
-
-    def usage(self) -> dict:
-        return self._client.stats.as_dict() if self._client is not None else {}
 
     def save(self, path: Path) -> None:
         path = Path(path)

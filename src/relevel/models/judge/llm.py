@@ -18,14 +18,14 @@ from relevel.errors import RelevelError
 from relevel.models.judge import JUDGE_FILE
 from relevel.models.judge.base import Judge, fit_temperature
 from relevel.models.judge.config import JudgeConfig
-from relevel.models.llm.client import ChatRequest, LLMClient
+from relevel.models.llm.client import ChatRequest, UsesLLMClient
 from relevel.models.llm.parse import level_logits, level_schema
 from relevel.models.llm.prompts import Prompts
 
 MIN_ANSWERS_FOR_FAILURE_RATE = 20  # a failure rate over fewer answers says little
 
 
-class LLMJudge(Judge):
+class LLMJudge(UsesLLMClient, Judge):
     BACKEND = "llm"
 
     def __init__(self, scale: LevelScale, config: JudgeConfig, temperature: float = 1.0):
@@ -34,13 +34,6 @@ class LLMJudge(Judge):
             raise RelevelError("judge.backend 'llm' needs an endpoint: set `llm:` (or `judge.llm:`) in the config")
         self.config, self.llm = config, config.llm
         self.prompts = Prompts(self.llm.prompts_dir)
-        self._client: LLMClient | None = None
-
-    @property
-    def client(self) -> LLMClient:
-        if self._client is None:
-            self._client = LLMClient(self.llm)
-        return self._client
 
     @classmethod
     def from_base(cls, scale: LevelScale, config: JudgeConfig, encoder_store: Path | None = None) -> LLMJudge:
@@ -80,9 +73,6 @@ class LLMJudge(Judge):
             raise RelevelError(f"LLM judge: {stats.failed} of {total} answers stayed unparseable (more than "
                                f"llm.max_failure_rate {self.llm.max_failure_rate}); check the model and "
                                "the judge prompt")
-
-    def usage(self) -> dict:
-        return self._client.stats.as_dict() if self._client is not None else {}
 
     def save(self, path: Path) -> None:
         path = Path(path)

@@ -227,6 +227,22 @@ class LLMClient:
         return max(delay, retry_after or 0.0)
 
 
+class UsesLLMClient:
+    """A backend that asks the endpoint `self.llm`, connecting on first use; `usage()` feeds the manifest."""
+
+    llm: LLMConfig
+    _client: LLMClient | None = None
+
+    @property
+    def client(self) -> LLMClient:
+        if self._client is None:
+            self._client = LLMClient(self.llm)
+        return self._client
+
+    def usage(self) -> dict:
+        return self._client.stats.as_dict() if self._client is not None else {}
+
+
 class MalformedResponse(Exception):
     """The server answered 200 but not with a chat completion (no choices, truncated JSON)."""
 
