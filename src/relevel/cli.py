@@ -26,7 +26,7 @@ from relevel.pipeline import run as run_module
 from relevel.pipeline.ingest import IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
 from relevel.pipeline.judge import JudgePairs
-from relevel.pipeline.runner import Pipeline, StepOutcome
+from relevel.pipeline.runner import StepOutcome, pipeline_for
 
 app = typer.Typer(help="Graded search-relevance training data made by machine (SSRA).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -116,7 +116,7 @@ def data_validate(
     spec = cfg.data.spec()
     step = IngestSplit(name="validate", path=file.resolve(), kind=guess_kind(file, spec), scope=file.stem,
                        spec=spec, scale=cfg.scale, on_error=cfg.data.on_error)
-    pipeline = Pipeline([step], out, cfg.runtime.chunk_size, cfg.runtime.progress)
+    pipeline = pipeline_for([step], out, cfg.runtime)
     with _resumable():
         [outcome] = pipeline.run(_report_step)
     rejects = run_module.merge_rejects(out, ["validate"])
@@ -156,7 +156,7 @@ def _judge_file(cfg: RunConfig, model: Path, data: Path, out: Path) -> dict:
              JudgePairs(name="judge", bind={"pairs": "ingest/records"}, model=model.resolve(), scale=cfg.scale,
                         batch_size=cfg.runtime.inference_batch_size)]
     with _resumable():
-        outcomes = Pipeline(steps, out, cfg.runtime.chunk_size, cfg.runtime.progress).run(_report_step)
+        outcomes = pipeline_for(steps, out, cfg.runtime).run(_report_step)
     rejects = run_module.merge_rejects(out, ["ingest"])
     names = [level.name for level in cfg.scale.levels]
     lines = [json.dumps({**r, "level_name": names[r["level"]]}, ensure_ascii=False) + "\n"
@@ -232,7 +232,7 @@ def embed_eval(config: ConfigOpt, model: Annotated[Path, typer.Option("--model",
              EvaluateEmbedder(name="eval", bind={"pairs": "ingest/records"}, model=model.resolve(),
                               scale=cfg.scale, config=cfg.embedder)]
     with _resumable():
-        outcomes = Pipeline(steps, out, cfg.runtime.chunk_size, cfg.runtime.progress).run(_report_step)
+        outcomes = pipeline_for(steps, out, cfg.runtime).run(_report_step)
     metrics = outcomes[-1].manifest["metrics"]
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print_table(Table(f"Embedder on {data.name}", ["metric", "value"], [[k, v] for k, v in metrics.items()]))

@@ -160,6 +160,27 @@ class ExperimentConfig(BaseModel):
     seed: int = 0
 
 
+class RayConfig(BaseModel):
+    """A Ray cluster: the one `address` (or the RAY_ADDRESS variable) names, else a local instance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str | None = Field(None, description="Cluster address ('auto', 'ray://host:10001'); null: "
+                                "RAY_ADDRESS if set, else a local Ray instance started for the run.")
+    actors: int = Field(2, gt=0, description="Actors per step, each holding one copy of the step's model.")
+    num_cpus_per_actor: float = Field(1, gt=0, description="CPUs reserved per actor (also its torch threads).")
+    num_gpus_per_actor: float = Field(0, ge=0, description="GPUs per actor (fractions share a GPU).")
+    local_cpus: int | None = Field(None, gt=0, description="CPUs of a local instance; null: all of them.")
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["local", "ray"] = Field("local", description="'ray': record steps (ingest, judge, generate) "
+                                          "run as Ray Data pipelines over actor pools.")
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
 class RuntimeConfig(BaseModel):
     """How to run, not what to compute: never part of a cache key."""
 
@@ -169,6 +190,8 @@ class RuntimeConfig(BaseModel):
     progress: bool = Field(True, description="Show progress bars.")
     threads: int | None = Field(None, gt=0, description="CPU threads for model work; null lets torch decide.")
     inference_batch_size: int = Field(64, gt=0, description="Pairs per model call when judging.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Where record steps run: this "
+                                 "process or a Ray cluster; results are the same either way.")
 
 
 class RunConfig(BaseModel):

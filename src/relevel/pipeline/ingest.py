@@ -21,6 +21,7 @@ class IngestSplit(RecordStep):
     """Validates one input file into typed records (`records`) and, with on_error='reject', `rejects`."""
 
     outputs: ClassVar[tuple[str, ...]] = ("records", "rejects")
+    uses_engine: ClassVar[bool] = False  # the reading is the work, and it happens in `items`
 
     path: Path = field(metadata=INPUT_FILE)
     kind: RecordKind
@@ -57,6 +58,7 @@ class HoldOutEvaluation(RecordStep):
     inputs: ClassVar[tuple[str, ...]] = ("train", "eval")
     optional_inputs: ClassVar[tuple[str, ...]] = ("unlabeled",)
     outputs: ClassVar[tuple[str, ...]] = ("train", "unlabeled", "removed")
+    uses_engine: ClassVar[bool] = False  # set lookups: cheaper here than the trip to an actor
 
     def items(self, ctx: StepContext) -> Iterable[tuple[str, dict]]:
         eval_records = list(read_records(ctx.inputs["eval"]))

@@ -24,7 +24,7 @@ from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
 from relevel.pipeline.judge import JudgePairs, TrainJudge
 from relevel.pipeline.review import human_check_sections
-from relevel.pipeline.runner import Pipeline, StepOutcome, read_manifest
+from relevel.pipeline.runner import Pipeline, StepOutcome, pipeline_for, read_manifest
 from relevel.pipeline.stats import DataStats
 from relevel.pipeline.step import Step
 from relevel.pipeline.synthesize import GenerateCandidates
@@ -212,7 +212,7 @@ def make_pipeline(config: RunConfig, run_dir: Path, until: str | None = None) ->
         if until not in names:
             raise RelevelError(f"--until {until!r}: this config's run has the steps {', '.join(names)}")
         steps = steps[:names.index(until) + 1]
-    return Pipeline(steps, run_dir, config.runtime.chunk_size, config.runtime.progress)
+    return pipeline_for(steps, run_dir, config.runtime)
 
 
 def run(config: RunConfig, run_dir: Path, on_step: Callable[[StepOutcome], None] | None = None,

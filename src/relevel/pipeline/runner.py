@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 from relevel import __version__
+from relevel.config import RuntimeConfig
 from relevel.errors import RelevelError
+from relevel.pipeline.engine import Engine, LocalEngine, create_engine
 from relevel.pipeline.io import file_sha256, write_json
 from relevel.pipeline.step import Step, StepContext
 
@@ -44,9 +46,11 @@ class StepOutcome:
 class Pipeline:
     """An ordered list of steps writing under `run_dir/<step name>/`."""
 
-    def __init__(self, steps: Sequence[Step], run_dir: Path, chunk_size: int = 1000, progress: bool = True):
+    def __init__(self, steps: Sequence[Step], run_dir: Path, chunk_size: int = 1000, progress: bool = True,
+                 engine: Engine | None = None):
         self.steps, self.run_dir = list(steps), Path(run_dir)
         self.chunk_size, self.progress = chunk_size, progress
+        self.engine = engine or LocalEngine()
         self._file_hashes: dict[Path, str] = {}
         self._check()
 
@@ -127,6 +131,7 @@ class Pipeline:
             chunk_size=manifest["chunk_size"],
             progress=self.progress,
             cache_dir=self.run_dir / CACHE_DIR,
+            engine=self.engine,
         )
         start = time.perf_counter()
         result = step.run(ctx)
@@ -158,6 +163,10 @@ class Pipeline:
             else:
                 raise RelevelError(f"{path}: input file not found")
         return self._file_hashes[path]
+
+
+def pipeline_for(steps: Sequence[Step], run_dir: Path, runtime: RuntimeConfig) -> Pipeline:
+    return Pipeline(steps, run_dir, runtime.chunk_size, runtime.progress, create_engine(runtime.engine))
 
 
 def read_manifest(step_dir: Path) -> dict | None:

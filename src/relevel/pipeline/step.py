@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from relevel.pipeline.engine import Engine, LocalEngine
 from relevel.pipeline.io import ChunkedOutputs, batched
 
 RUNTIME = {"runtime": True}
@@ -33,6 +34,7 @@ class StepContext:
     chunk_size: int
     progress: bool = True
     cache_dir: Path | None = None  # shared by the run's steps: frozen-encoder outputs (see models/encoder.py)
+    engine: Engine = field(default_factory=LocalEngine)  # where a record step's chunks are processed
 
 
 def encoder_store(ctx: StepContext) -> Path | None:
@@ -84,8 +86,11 @@ class RecordStep(Step):
     """A step that maps a stream of items to record outputs, committed chunk by chunk.
 
     `items` must be deterministic and cheap (it is replayed in full on resume); the costly work belongs
-    in `process`, which is skipped for chunks already committed.
+    in `process`, which is skipped for chunks already committed and runs on the run's engine.
     """
+
+    # False where `process` only formats records: shipping them to Ray actors would cost more than it saves
+    uses_engine: ClassVar[bool] = True
 
     @abstractmethod
     def items(self, ctx: StepContext) -> Iterable[Any]: ...
@@ -103,13 +108,23 @@ class RecordStep(Step):
 
     def run(self, ctx: StepContext) -> StepResult:
         outputs = ChunkedOutputs(ctx.step_dir, self.outputs)
+        sizes: dict[int, int] = {}
         resumed = 0
         with tqdm(total=self.total(ctx), desc=self.name, unit="rec", disable=not ctx.progress,
                   leave=False) as bar:
-            for index, batch in enumerate(batched(self.items(ctx), ctx.chunk_size)):
-                if outputs.is_committed(index):
-                    resumed += len(batch)
-                else:
-                    outputs.commit(index, self.process(batch))
-                bar.update(len(batch))
+
+            def pending() -> Iterator[tuple[int, list[Any]]]:
+                nonlocal resumed
+                for index, batch in enumerate(batched(self.items(ctx), ctx.chunk_size)):
+                    if outputs.is_committed(index):
+                        resumed += len(batch)
+                        bar.update(len(batch))
+                    else:
+                        sizes[index] = len(batch)
+                        yield index, batch
+
+            engine = ctx.engine if self.uses_engine else LocalEngine()
+            for index, records in engine.map_chunks(self, pending()):
+                outputs.commit(index, records)
+                bar.update(sizes.pop(index))
         return StepResult(outputs.counts(), {**self.metrics(ctx, outputs), "items_resumed": resumed})

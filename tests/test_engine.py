@@ -1,0 +1,76 @@
+"""The Ray engine: record steps as Ray Data pipelines on a local Ray instance give the local engine's records,
+and a driver killed mid-step resumes from the chunks it had committed."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+
+import pytest
+
+from conftest import relevel_cli
+from relevel.config import EngineConfig
+from relevel.errors import RelevelError
+from relevel.pipeline.engine import RayEngine, create_engine
+from relevel.pipeline.io import read_records
+from relevel.pipeline.runner import read_manifest
+
+RAY_RUNTIME = """
+  engine:
+    kind: ray
+    ray: {actors: 2, num_cpus_per_actor: 1, local_cpus: 2}
+"""
+RECORD_STEPS = ("reannotate", "synthesize-r1", "judge-r1")  # annotate, generate and judge
+
+
+def by_id(folder):
+    return {r["id"]: r for r in read_records(folder)}
+
+
+def test_ray_engine_matches_local_and_resumes_after_the_driver_is_killed(demo_dir, tmp_path):
+    demo_config = resources.files("relevel").joinpath("demo/demo.yaml").read_text(encoding="utf-8")
+    assert "\nruntime:\n" in demo_config
+    config = tmp_path / "ray.yaml"
+    config.write_text(demo_config.replace("\nruntime:\n", "\nruntime:" + RAY_RUNTIME), encoding="utf-8")
+    local_run, run_dir = demo_dir / "relevel-demo", tmp_path / "run"
+    shutil.copytree(local_run, run_dir)
+    for step in RECORD_STEPS:  # their upstream and downstream stay cached: the engine is not in any key
+        shutil.rmtree(run_dir / step)
+
+    args = ["run", "--config", str(config), "--out", str(run_dir), "--until", RECORD_STEPS[-1]]
+    driver = subprocess.Popen([sys.executable, "-m", "relevel", *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run_dir / "reannotate" / "predictions" / "chunk-00003.jsonl"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.01)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=60)
+    assert marker.exists(), "the Ray run never committed a chunk"
+    assert read_manifest(run_dir / "reannotate")["status"] == "running", "not killed mid-step"
+
+    resumed = relevel_cli(*args, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    annotate = read_manifest(run_dir / "reannotate")
+    assert annotate["status"] == "done" and annotate["resumes"] == 1
+    assert annotate["metrics"]["items_resumed"] >= 4 * annotate["chunk_size"]
+
+    for step, output in zip(RECORD_STEPS, ("predictions", "candidates", "predictions")):
+        assert read_manifest(run_dir / step)["key"] == read_manifest(local_run / step)["key"]
+        ray_records, local_records = by_id(run_dir / step / output), by_id(local_run / step / output)
+        assert sum(1 for _ in read_records(run_dir / step / output)) == len(ray_records), f"{step}: duplicates"
+        assert ray_records.keys() == local_records.keys(), step
+        field = "query" if output == "candidates" else "level"
+        assert {i: r[field] for i, r in ray_records.items()} == {i: r[field] for i, r in local_records.items()}
+
+
+def test_engine_setting_and_missing_cluster_errors(monkeypatch):
+    assert type(create_engine(EngineConfig())).__name__ == "LocalEngine"
+    engine = create_engine(EngineConfig.model_validate({"kind": "ray", "ray": {"address": "127.0.0.1:1"}}))
+    assert isinstance(engine, RayEngine)
+    with pytest.raises(RelevelError, match="127.0.0.1:1"):
+        engine.connect()
+    with pytest.raises(ValueError, match="kind"):
+        EngineConfig.model_validate({"kind": "spark"})
