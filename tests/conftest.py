@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,21 @@ def relevel_cli(*args: str, cwd: Path | None = None, env: dict | None = None, **
                           cwd=cwd, env=env, **kwargs)
 
 
+def relevel_popen(*args: str, **kwargs) -> subprocess.Popen:
+    """The command line started in the background, for tests that signal it."""
+    return subprocess.Popen([sys.executable, "-m", "relevel", *map(str, args)], **kwargs)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> bool:
+    """Polls `condition` every 2 ms until it holds, the process ends or the time is up; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return condition()
+
+
 _unexpected_skips: list[str] = []
 
 
@@ -110,3 +126,62 @@ def demo_dir(tmp_path_factory):
     assert report.is_file() and f"report: {report.relative_to(cwd)}" in result.stdout
     assert "not built yet" in result.stdout and "Levels in train (400 pairs)" in result.stdout
     return cwd
+
+
+DEMO = REPO / "src" / "relevel" / "demo"
+
+
+def make_tiny_base(folder: Path) -> Path:
+    """A randomly initialised 2-layer BERT (hidden size 32) with a character tokenizer over the demo's text: a
+    stand-in for the base model in plumbing tests only (AMENDMENTS), loading in milliseconds."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    chars = sorted({c for f in DEMO.glob("*.jsonl") for c in f.read_text(encoding="utf-8").lower()
+                    if not c.isspace()})
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *chars, *("##" + c for c in chars)])}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(handle_chinese_chars=True, lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                            sep_token="[SEP]", bos_token="[CLS]", eos_token="[SEP]").save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=256, pad_token_id=0)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    return make_tiny_base(tmp_path_factory.mktemp("tiny-base"))
+
+
+def write_tiny_run_config(folder: Path, tiny_base: Path, extra: str = "") -> Path:
+    """The demo's whole run (judge, stage 1, one synthesis round, the embedder experiment) on a slice of its
+    data with `tiny_base` everywhere and 10-record chunks: ~25 steps in about half a minute. `extra`: more YAML
+    keys (top-level sections it names replace the ones here)."""
+    slices = {name: write_lines(folder / f"{name}.jsonl", (DEMO / f"{name}.jsonl").read_text(
+        encoding="utf-8").splitlines()[:count]) for name, count in (("train", 60), ("dev", 20), ("unlabeled", 12))}
+    sections = {
+        "judge": f"{{base_model: {tiny_base}, boosting_rounds: 5, boosting_patience: 2, tune_fraction: 0.3}}",
+        "generator": f"{{base_model: {tiny_base}, epochs: 1, batch_size: 16, max_query_tokens: 8}}",
+        "linking": "{top: 1, middle: 1, middle_depth: 5, random: 1}",
+        "control": "{documents: 4, queries_per_level: 1}",
+        "synthesis": "{rounds: 1, retrain_epochs: 1, candidates: 2}",
+        "embedder": f"{{base_model: {tiny_base}, steps: 2, batch_size: 8, matryoshka_dims: null, "
+                    "trainable_layers: null}",
+        "experiment": "{variants: [real, ssra], seeds: [0], bootstrap: 10}",
+        "runtime": "{chunk_size: 10, progress: false, threads: 1}",
+    }
+    text = (f"extends: builtin:demo/demo.yaml\nname: tiny-plumbing\n"
+            f"data: {{train: {slices['train']}, dev: {slices['dev']}, unlabeled: {slices['unlabeled']}}}\n"
+            + "".join(f"{key}: {value}\n" for key, value in sections.items()
+                      if not any(line.startswith(f"{key}:") for line in extra.splitlines()))
+            + extra)
+    config = folder / "tiny.yaml"
+    config.write_text(text, encoding="utf-8")
+    return config
