@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -66,6 +67,42 @@ def relevel_cli(*args: str, cwd: Path | None = None, env: dict | None = None, **
     env = {**(env or os.environ), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "relevel", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, **kwargs)
+
+
+def relevel_main(*args: str) -> tuple[int, str]:
+    """The command line run in this process (no interpreter start-up): its exit code and what it printed to
+    stderr. For tests of argument and input errors that need no process of their own."""
+    from contextlib import redirect_stderr
+    from io import StringIO
+    from unittest import mock
+
+    from relevel.cli import main
+
+    stderr = StringIO()
+    with mock.patch.object(sys, "argv", ["relevel", *map(str, args)]), redirect_stderr(stderr):
+        try:
+            main()
+        except SystemExit as exit_:
+            return int(exit_.code or 0), stderr.getvalue()
+    return 0, stderr.getvalue()
+
+
+def write_table(path: Path, rows: list[dict]) -> Path:
+    """Rows as JSON lines, CSV, TSV or Parquet, after the suffix (CSV/TSV: a header, None as an empty cell)."""
+    if path.suffix == ".jsonl":
+        return write_lines(path, rows)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows]), path)
+        return path
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
+        writer.writerow(columns)
+        writer.writerows([["" if row.get(c) is None else row[c] for c in columns] for row in rows])
+    return path
 
 
 def relevel_popen(*args: str, **kwargs) -> subprocess.Popen:

@@ -97,7 +97,8 @@ def data_stats(
             Document(id=r.doc_id, fields={}, text=r.doc) if isinstance(r, Pair) else r for r in records)))
     report = reader.report
     console.print(f"rows {report.rows}, records {report.records}, rejected {report.rejected}, "
-                  f"blank lines {report.blank_lines}, duplicate pairs {report.duplicate_pairs}, "
+                  f"blank lines {report.blank_lines}, truncated fields {sum(report.truncated.values())}, "
+                  f"duplicate pairs {report.duplicate_pairs}, "
                   f"conflicting labels {report.conflicting_pairs}")
     if rejects:
         print_table(Table(f"Rejected rows (first {min(10, len(rejects))} of {len(rejects)})",
@@ -122,7 +123,8 @@ def data_validate(
     rejects = run_module.merge_rejects(out, ["validate"])
     m = outcome.manifest["metrics"]
     console.print(f"{m['records']} records, {rejects} rejected (→ {out / 'rejects.jsonl'}), "
-                  f"{m['blank_lines']} blank lines, {m.get('duplicate_pairs', 0)} duplicate pairs")
+                  f"{m['blank_lines']} blank lines, {m.get('duplicate_pairs', 0)} duplicate pairs, "
+                  f"{sum(m.get('truncated', {}).values())} fields cut to {cfg.data.max_field_chars} characters")
 
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="A trained judge's folder (RUN/judge/model).")]

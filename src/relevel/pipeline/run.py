@@ -260,9 +260,9 @@ def input_table(outcomes: list[StepOutcome]) -> Table:
             continue
         m = outcome.manifest["metrics"]
         rows.append([outcome.step.removeprefix("ingest-"), outcome.manifest["input_files"]["path"]["path"],
-                     m["rows"], m["records"], m["rejected"], m["blank_lines"], m.get("duplicate_pairs", 0),
-                     m.get("conflicting_pairs", 0)])
-    return Table("Input files", ["split", "file", "rows", "records", "rejected", "blank lines",
+                     m["rows"], m["records"], m["rejected"], m["blank_lines"],
+                     sum(m.get("truncated", {}).values()), m.get("duplicate_pairs", 0), m.get("conflicting_pairs", 0)])
+    return Table("Input files", ["split", "file", "rows", "records", "rejected", "blank lines", "truncated fields",
                                  "duplicate pairs", "conflicting labels"], rows)
 
 
