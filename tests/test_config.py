@@ -84,6 +84,6 @@ def test_bad_config_files_name_the_file_and_what_is_wrong(tmp_path):
     path.write_text("", encoding="utf-8")
     with pytest.raises(ConfigError, match="c.yaml: expected a mapping"):
         load_config(path)
-    path.write_text(good + "scale_levels: 4\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="key 'scale_levels': unknown key; did you mean 'scale'"):
+    path.write_text(good + "scael: 4\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="key 'scael': unknown key; did you mean 'scale'"):
         load_config(path)
