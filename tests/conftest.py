@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -69,22 +70,24 @@ def relevel_cli(*args: str, cwd: Path | None = None, env: dict | None = None, **
                           cwd=cwd, env=env, **kwargs)
 
 
-def relevel_main(*args: str) -> tuple[int, str]:
-    """The command line run in this process (no interpreter start-up): its exit code and what it printed to
-    stderr. For tests of argument and input errors that need no process of their own."""
-    from contextlib import redirect_stderr
+def relevel_main(*args: str) -> tuple[int, str, str]:
+    """The command line run in this process (no interpreter start-up): its exit code, stdout and stderr. For
+    tests of errors that need no process of their own."""
+    from contextlib import redirect_stderr, redirect_stdout
     from io import StringIO
     from unittest import mock
 
     from relevel.cli import main
 
-    stderr = StringIO()
-    with mock.patch.object(sys, "argv", ["relevel", *map(str, args)]), redirect_stderr(stderr):
+    stdout, stderr = StringIO(), StringIO()
+    with mock.patch.object(sys, "argv", ["relevel", *map(str, args)]), redirect_stdout(stdout), \
+            redirect_stderr(stderr):
         try:
             main()
+            code = 0
         except SystemExit as exit_:
-            return int(exit_.code or 0), stderr.getvalue()
-    return 0, stderr.getvalue()
+            code = int(exit_.code or 0)
+    return code, stdout.getvalue(), stderr.getvalue()
 
 
 def write_table(path: Path, rows: list[dict]) -> Path:
@@ -222,3 +225,31 @@ def write_tiny_run_config(folder: Path, tiny_base: Path, extra: str = "") -> Pat
     config = folder / "tiny.yaml"
     config.write_text(text, encoding="utf-8")
     return config
+
+
+CANARY_KEY = "sk-canary-5f0c1d2e3a4b"
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    config: Path
+    run_dir: Path
+    root: Path  # holds the run, its inputs, and the HOME, temp dir, cache dir and cwd it ran with
+    result: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_base) -> TinyRun:
+    """One uninterrupted `relevel run` of the tiny config, with its own HOME, temp dir, cache dir and working
+    folder, and a canary API key in the environment that the config's `llm:` section names (no step calls it)."""
+    root = tmp_path_factory.mktemp("tiny-run")
+    config = write_tiny_run_config(root, tiny_base, extra="llm: {base_url: 'http://127.0.0.1:9/v1', model: none, "
+                                   f"api_key_env: RELEVEL_CANARY_KEY, cache_dir: {root / 'llm-cache'}}}\n")
+    sandbox = {name: root / name for name in ("home", "tmp", "cache", "cwd")}
+    for folder in sandbox.values():
+        folder.mkdir()
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "HOME": str(sandbox["home"]),
+           "TMPDIR": str(sandbox["tmp"]), "RELEVEL_CACHE_DIR": str(sandbox["cache"]), "RELEVEL_CANARY_KEY": CANARY_KEY}
+    result = relevel_cli("run", "--config", config, "--out", root / "run", cwd=sandbox["cwd"], env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return TinyRun(config, root / "run", root, result)

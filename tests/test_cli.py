@@ -155,11 +155,11 @@ def test_bad_input_in_every_format_stops_naming_file_line_and_field_or_is_a_coun
     if template:
         config.write_text(config.read_text().replace("Title:{title};Video_text:{video_text}", template))
     line = bad_row + (suffix in (".csv", ".tsv"))  # the header is line 1
-    code, stderr = relevel_main("data", "validate", data, "--config", config, "--out", tmp_path / "run")
+    code, _, stderr = relevel_main("data", "validate", data, "--config", config, "--out", tmp_path / "run")
     assert code == 2 and "Traceback" not in stderr
     assert f"error: {data}:{line}: field '{field}': " in " ".join(stderr.split()) and reason in stderr
 
-    code, stderr = relevel_main("data", "validate", data, "--config", config, "--out", tmp_path / "run2",
+    code, _, stderr = relevel_main("data", "validate", data, "--config", config, "--out", tmp_path / "run2",
                                 "--on-error", "reject")
     assert code == 0, stderr
     rejects = [json.loads(x) for x in (tmp_path / "run2" / "rejects.jsonl").read_text().splitlines()]

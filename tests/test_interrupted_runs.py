@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import relevel_cli, relevel_popen, wait_for, write_tiny_run_config
+from conftest import relevel_cli, relevel_popen, wait_for
 from relevel.config import load_config
 from relevel.pipeline.io import CHUNK_GLOB, read_records
 from relevel.pipeline.run import make_pipeline
@@ -98,11 +98,8 @@ def assert_same_outcome(run_dir: Path, reference: Path, steps: list[str]) -> Non
 
 
 @pytest.mark.parametrize("kills", [12, pytest.param(40, marks=pytest.mark.slow)])
-def test_run_killed_at_many_points_resumes_to_the_uninterrupted_outcome(tmp_path, tiny_base, kills):
-    config = write_tiny_run_config(tmp_path, tiny_base)
-    reference, run_dir = tmp_path / "reference", tmp_path / "killed"
-    clean = relevel_cli("run", "--config", config, "--out", reference, timeout=300)
-    assert clean.returncode == 0, clean.stderr
+def test_run_killed_at_many_points_resumes_to_the_uninterrupted_outcome(tmp_path, tiny_run, kills):
+    config, reference, run_dir = tiny_run.config, tiny_run.run_dir, tmp_path / "killed"
     steps = [step.name for step in make_pipeline(load_config(config), reference).steps]
     assert len(steps) >= 20 and all(read_manifest(reference / s)["status"] == "done" for s in steps)
 

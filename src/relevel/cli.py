@@ -18,7 +18,7 @@ from relevel.config import RunConfig, load_config
 from relevel.data.schema import Document, Pair
 from relevel.data.stats import document_stats, pair_stats
 from relevel.data.validation import OnError, RecordReader, Reject, guess_kind
-from relevel.errors import Interrupted, RelevelError
+from relevel.errors import DISK_ERRNOS, DiskError, Interrupted, RelevelError
 from relevel.eval.classification import classification_tables
 from relevel.eval.report import Table, documents_table, level_table, structure_table
 from relevel.pipeline import review
@@ -117,7 +117,8 @@ def data_validate(
     spec = cfg.data.spec()
     step = IngestSplit(name="validate", path=file.resolve(), kind=guess_kind(file, spec), scope=file.stem,
                        spec=spec, scale=cfg.scale, on_error=cfg.data.on_error)
-    pipeline = Pipeline([step], out, cfg.runtime.chunk_size, cfg.runtime.progress)
+    pipeline = Pipeline([step], out, cfg.runtime.chunk_size, cfg.runtime.progress,
+                        cfg.runtime.on_version_mismatch)
     with _resumable():
         [outcome] = pipeline.run(_report_step)
     rejects = run_module.merge_rejects(out, ["validate"])
@@ -158,7 +159,8 @@ def _judge_file(cfg: RunConfig, model: Path, data: Path, out: Path) -> dict:
              JudgePairs(name="judge", bind={"pairs": "ingest/records"}, model=model.resolve(), scale=cfg.scale,
                         batch_size=cfg.runtime.inference_batch_size)]
     with _resumable():
-        outcomes = Pipeline(steps, out, cfg.runtime.chunk_size, cfg.runtime.progress).run(_report_step)
+        outcomes = Pipeline(steps, out, cfg.runtime.chunk_size, cfg.runtime.progress,
+                            cfg.runtime.on_version_mismatch).run(_report_step)
     rejects = run_module.merge_rejects(out, ["ingest"])
     names = [level.name for level in cfg.scale.levels]
     lines = [json.dumps({**r, "level_name": names[r["level"]]}, ensure_ascii=False) + "\n"
@@ -234,7 +236,8 @@ def embed_eval(config: ConfigOpt, model: Annotated[Path, typer.Option("--model",
              EvaluateEmbedder(name="eval", bind={"pairs": "ingest/records"}, model=model.resolve(),
                               scale=cfg.scale, config=cfg.embedder)]
     with _resumable():
-        outcomes = Pipeline(steps, out, cfg.runtime.chunk_size, cfg.runtime.progress).run(_report_step)
+        outcomes = Pipeline(steps, out, cfg.runtime.chunk_size, cfg.runtime.progress,
+                            cfg.runtime.on_version_mismatch).run(_report_step)
     metrics = outcomes[-1].manifest["metrics"]
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print_table(Table(f"Embedder on {data.name}", ["metric", "value"], [[k, v] for k, v in metrics.items()]))
@@ -353,13 +356,21 @@ def _resumable() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        command = shlex.join(["relevel", *sys.argv[1:]])
-        raise Interrupted(f"interrupted; committed chunks are kept. Resume with: {command}") from None
+        raise Interrupted(f"interrupted; committed chunks are kept. Resume with: {_command_line()}") from None
+
+
+def _command_line() -> str:
+    return shlex.join(["relevel", *sys.argv[1:]])
 
 
 def main() -> None:
     try:
-        app()
+        try:
+            app()
+        except OSError as exc:  # a full disk or a folder we may not write to: no traceback, the path and a way on
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            raise DiskError.from_os_error(exc, _command_line()) from None
     except RelevelError as exc:
         label = "[yellow]stopped:[/yellow]" if isinstance(exc, Interrupted) else "[red]error:[/red]"
         Console(stderr=True).print(f"{label} {exc}", highlight=False, soft_wrap=True)

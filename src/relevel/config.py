@@ -169,6 +169,9 @@ class RuntimeConfig(BaseModel):
     progress: bool = Field(True, description="Show progress bars.")
     threads: int | None = Field(None, gt=0, description="CPU threads for model work; null lets torch decide.")
     inference_batch_size: int = Field(64, gt=0, description="Pairs per model call when judging.")
+    on_version_mismatch: Literal["rerun", "stop"] = Field(
+        "rerun", description="A step folder in the run directory made by another version of the step's code: "
+        "'rerun' redoes it (and everything after it), 'stop' stops with an error naming it.")
 
 
 class RunConfig(BaseModel):

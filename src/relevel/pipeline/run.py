@@ -24,7 +24,7 @@ from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
 from relevel.pipeline.judge import JudgePairs, TrainJudge
 from relevel.pipeline.review import human_check_sections
-from relevel.pipeline.runner import Pipeline, StepOutcome, read_manifest
+from relevel.pipeline.runner import RUN_CONFIG, Pipeline, StepOutcome, check_run_dir, read_manifest
 from relevel.pipeline.stats import DataStats
 from relevel.pipeline.step import Step
 from relevel.pipeline.synthesize import GenerateCandidates
@@ -212,7 +212,8 @@ def make_pipeline(config: RunConfig, run_dir: Path, until: str | None = None) ->
         if until not in names:
             raise RelevelError(f"--until {until!r}: this config's run has the steps {', '.join(names)}")
         steps = steps[:names.index(until) + 1]
-    return Pipeline(steps, run_dir, config.runtime.chunk_size, config.runtime.progress)
+    return Pipeline(steps, run_dir, config.runtime.chunk_size, config.runtime.progress,
+                    config.runtime.on_version_mismatch)
 
 
 def run(config: RunConfig, run_dir: Path, on_step: Callable[[StepOutcome], None] | None = None,
@@ -221,8 +222,9 @@ def run(config: RunConfig, run_dir: Path, on_step: Callable[[StepOutcome], None]
         import torch
 
         torch.set_num_threads(config.runtime.threads)
+    check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True,
+    atomic_write_text(run_dir / RUN_CONFIG, yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True,
                                                              sort_keys=False))
     pipeline = make_pipeline(config, run_dir, until)
     outcomes = pipeline.run(on_step)
