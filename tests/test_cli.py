@@ -1,8 +1,11 @@
-"""The command line as a user runs it: real subprocesses, real files, the real QBQTC data."""
+"""The command line as a user runs it: real subprocesses (in-process where only the exit code and the message
+matter), real files, the real QBQTC data."""
 
 import json
 
-from conftest import QBQTC, REPO, pair, relevel_cli, write_config, write_lines
+import pytest
+
+from conftest import QBQTC, REPO, pair, relevel_cli, relevel_main, write_config, write_lines, write_table
 from relevel.data.schema import normalize_text
 from relevel.pipeline.io import read_records
 
@@ -130,3 +133,38 @@ def test_judge_train_predict_and_eval_commands(demo_dir, tmp_path):
     missing = relevel_cli("judge", "predict", "--config", demo_config, "--model", tmp_path / "nope", "--data",
                           labelled, "--out", tmp_path / "x")
     assert missing.returncode == 2 and "no such judge folder" in missing.stderr
+
+
+FORMATS = [".jsonl", ".csv", ".tsv", ".parquet"]
+# kind -> (rows, template, expected bad row (1-based data row), field, reason)
+BAD_INPUT = {
+    "level outside the scale": ([pair(1), pair(2, level="7")], None, 2, "label", "outside the scale 0..3"),
+    "non-integer level": ([pair(1), pair(2, level="1.5")], None, 2, "label", "expected an integer level"),
+    "empty query": ([pair(1), pair(2, query="")], None, 2, "query", "empty"),
+    "duplicate id": ([pair(1), pair(1, query="另一个")], None, 2, "id", "duplicate id"),
+    "template names a missing field": ([pair(1), pair(2)], "{title} {video_text} {tags}", 1, "tags", "missing"),
+}
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+@pytest.mark.parametrize("kind", sorted(BAD_INPUT))
+def test_bad_input_in_every_format_stops_naming_file_line_and_field_or_is_a_counted_reject(tmp_path, kind, suffix):
+    rows, template, bad_row, field, reason = BAD_INPUT[kind]
+    data = write_table(tmp_path / f"train{suffix}", [{**r, "label": str(r["label"])} for r in rows])
+    config = write_config(tmp_path / "c.yaml", data)
+    if template:
+        config.write_text(config.read_text().replace("Title:{title};Video_text:{video_text}", template))
+    line = bad_row + (suffix in (".csv", ".tsv"))  # the header is line 1
+    code, _, stderr = relevel_main("data", "validate", data, "--config", config, "--out", tmp_path / "run")
+    assert code == 2 and "Traceback" not in stderr
+    assert f"error: {data}:{line}: field '{field}': " in " ".join(stderr.split()) and reason in stderr
+
+    code, _, stderr = relevel_main("data", "validate", data, "--config", config, "--out", tmp_path / "run2",
+                                "--on-error", "reject")
+    assert code == 0, stderr
+    rejects = [json.loads(x) for x in (tmp_path / "run2" / "rejects.jsonl").read_text().splitlines()]
+    expected = len(rows) if template else 1  # a missing template field fails every row
+    assert len(rejects) == expected and (rejects[0]["line"], rejects[0]["field"]) == (line, field)
+    manifest = json.loads((tmp_path / "run2" / "validate" / "manifest.json").read_text())
+    assert manifest["metrics"]["rejected"] == expected
+    assert manifest["metrics"]["records"] == len(rows) - expected

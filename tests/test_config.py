@@ -65,3 +65,25 @@ def test_a_config_extends_another_in_its_folder(tmp_path):
     orphan.write_text("extends: loop.yaml\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="in a loop"):
         load_config(orphan)
+
+
+def test_bad_config_files_name_the_file_and_what_is_wrong(tmp_path):
+    path = write_config(tmp_path / "c.yaml", "train.jsonl")
+    good = path.read_text(encoding="utf-8")
+    path.write_text(good + "name: again\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c.yaml: not valid YAML: key 'name' is given twice\s+in .*line 13"):
+        load_config(path)
+    path.write_text(good.replace("runtime: {", "runtime: {chunk_size: 3, "), encoding="utf-8")
+    with pytest.raises(ConfigError, match="key 'chunk_size' is given twice"):
+        load_config(path)
+    path.write_bytes(b"\xef\xbb\xbf" + good.encode())  # a BOM is fine
+    assert load_config(path).name == "test"
+    path.write_bytes(good.encode().replace(b"name: test", b"name: \xff\xfe"))
+    with pytest.raises(ConfigError, match=r"c.yaml: not valid YAML: 'utf-8' codec can't decode byte 0xff"):
+        load_config(path)
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match="c.yaml: expected a mapping"):
+        load_config(path)
+    path.write_text(good + "scael: 4\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="key 'scael': unknown key; did you mean 'scale'"):
+        load_config(path)

@@ -121,3 +121,50 @@ def test_unknown_format_and_missing_file(tmp_path, scale4, video_spec):
         read_all(reader, write_lines(tmp_path / "x.xml", ["<a/>"]))
     with pytest.raises(InputError, match="file not found"):
         read_all(reader, tmp_path / "nope.jsonl")
+
+
+def test_over_long_fields_are_cut_and_counted(tmp_path, scale4, video_spec):
+    path = write_lines(tmp_path / "train.jsonl", [pair(1, query="长" * 50), pair(2, video_text="文" * 3000),
+                                                  pair(3, query="长" * 50, level=9), pair(4)])
+    reader = RecordReader(video_spec.model_copy(update={"max_field_chars": 20}), scale4, "pairs", scope="train",
+                          on_error="reject")
+    records = [r for r in read_all(reader, path) if isinstance(r, LabeledPair)]
+    assert [len(r.query) for r in records] == [20, 6, 6]
+    assert records[1].doc == "Title:红烧肉家常做法2;Video_text:" + "文" * 20
+    assert reader.report.truncated == {"query": 1, "video_text": 1}  # the rejected row's cut is not counted
+    unlimited = RecordReader(video_spec.model_copy(update={"max_field_chars": None}), scale4, "pairs", scope="t",
+                             on_error="reject")
+    assert len([r for r in read_all(unlimited, path) if isinstance(r, LabeledPair)][1].doc) > 3000
+    assert not unlimited.report.truncated
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_an_unclosed_quote_rejects_its_own_line_not_the_rest_of_the_file(tmp_path, scale4, video_spec, suffix):
+    sep = "," if suffix == ".csv" else "\t"
+    lines = ["id,query,title,video_text,label", '1,"红烧肉,t,v,3', "2,q,t,v,0", '3,"多行\n查询",t,v,1', "4,q,t,v",
+             '5,q"x,t,v,2']
+    path = tmp_path / f"train{suffix}"
+    path.write_text("\n".join(line.replace(",", sep) for line in lines), encoding="utf-8")  # no final newline
+    reader = RecordReader(video_spec, scale4, "pairs", scope="train", on_error="reject")
+    out = read_all(reader, path)
+    assert [(r.id, r.query) for r in out if isinstance(r, LabeledPair)] == [
+        ("train:2", "q"), ("train:3", "多行\n查询"), ("train:5", 'q"x')]
+    assert [(r.line, r.reason) for r in out if isinstance(r, Reject)] == [
+        (2, "unbalanced quotes"), (6, "4 columns, the header has 5")]
+    with pytest.raises(InputError, match=rf"train{suffix}:2: unbalanced quotes"):
+        read_all(RecordReader(video_spec, scale4, "pairs", scope="train"), path)
+
+
+def test_parquet_wrong_types_and_nulls_are_rejects_naming_the_field(tmp_path, scale4, video_spec):
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3, 4], "query": ["q", None, "q", "q"], "title": ["t"] * 4,
+                             "video_text": ["v"] * 4, "label": [3.0, 1.0, 1.5, None]}), path)
+    reader = RecordReader(video_spec, scale4, "pairs", scope="train", on_error="reject")
+    out = read_all(reader, path)
+    assert [(r.line, r.field, r.reason.split(",")[0]) for r in out if isinstance(r, Reject)] == [
+        (1, "label", "expected an integer level 0..3"), (2, "query", "missing"),
+        (3, "label", "expected an integer level 0..3"), (4, "label", "missing")]
+    ints = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"id": [1], "query": [42], "title": ["t"], "video_text": ["v"], "label": [2]}), ints)
+    with pytest.raises(InputError, match=r"ints.parquet:1: field 'query': expected text, got int 42"):
+        read_all(RecordReader(video_spec, scale4, "pairs", scope="train"), ints)

@@ -18,7 +18,7 @@ from relevel.config import RunConfig, load_config
 from relevel.data.schema import Document, Pair
 from relevel.data.stats import document_stats, pair_stats
 from relevel.data.validation import OnError, RecordReader, Reject, guess_kind
-from relevel.errors import Interrupted, RelevelError
+from relevel.errors import DISK_ERRNOS, DiskError, Interrupted, RelevelError
 from relevel.eval.classification import classification_tables
 from relevel.eval.report import Table, documents_table, level_table, structure_table
 from relevel.pipeline import review
@@ -97,7 +97,8 @@ def data_stats(
             Document(id=r.doc_id, fields={}, text=r.doc) if isinstance(r, Pair) else r for r in records)))
     report = reader.report
     console.print(f"rows {report.rows}, records {report.records}, rejected {report.rejected}, "
-                  f"blank lines {report.blank_lines}, duplicate pairs {report.duplicate_pairs}, "
+                  f"blank lines {report.blank_lines}, truncated fields {sum(report.truncated.values())}, "
+                  f"duplicate pairs {report.duplicate_pairs}, "
                   f"conflicting labels {report.conflicting_pairs}")
     if rejects:
         print_table(Table(f"Rejected rows (first {min(10, len(rejects))} of {len(rejects)})",
@@ -122,7 +123,8 @@ def data_validate(
     rejects = run_module.merge_rejects(out, ["validate"])
     m = outcome.manifest["metrics"]
     console.print(f"{m['records']} records, {rejects} rejected (→ {out / 'rejects.jsonl'}), "
-                  f"{m['blank_lines']} blank lines, {m.get('duplicate_pairs', 0)} duplicate pairs")
+                  f"{m['blank_lines']} blank lines, {m.get('duplicate_pairs', 0)} duplicate pairs, "
+                  f"{sum(m.get('truncated', {}).values())} fields cut to {cfg.data.max_field_chars} characters")
 
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="A trained judge's folder (RUN/judge/model).")]
@@ -351,13 +353,21 @@ def _resumable() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        command = shlex.join(["relevel", *sys.argv[1:]])
-        raise Interrupted(f"interrupted; committed chunks are kept. Resume with: {command}") from None
+        raise Interrupted(f"interrupted; committed chunks are kept. Resume with: {_command_line()}") from None
+
+
+def _command_line() -> str:
+    return shlex.join(["relevel", *sys.argv[1:]])
 
 
 def main() -> None:
     try:
-        app()
+        try:
+            app()
+        except OSError as exc:  # a full disk or a folder we may not write to: no traceback, the path and a way on
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            raise DiskError.from_os_error(exc, _command_line()) from None
     except RelevelError as exc:
         label = "[yellow]stopped:[/yellow]" if isinstance(exc, Interrupted) else "[red]error:[/red]"
         Console(stderr=True).print(f"{label} {exc}", highlight=False, soft_wrap=True)

@@ -192,6 +192,9 @@ class RuntimeConfig(BaseModel):
     inference_batch_size: int = Field(64, gt=0, description="Pairs per model call when judging.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Where record steps run: this "
                                  "process or a Ray cluster; results are the same either way.")
+    on_version_mismatch: Literal["rerun", "stop"] = Field(
+        "rerun", description="A step folder in the run directory made by another version of the step's code: "
+        "'rerun' redoes it (and everything after it), 'stop' stops with an error naming it.")
 
 
 class RunConfig(BaseModel):
@@ -245,12 +248,26 @@ class RunConfig(BaseModel):
         return self
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML where a key given twice in one mapping is an error (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_raw_config(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """The config's keys; `extends: FILE` (a config in the same folder) supplies defaults for them."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

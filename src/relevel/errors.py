@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+
+# disk full or over quota, a file over the size limit, no permission, a read-only file system
+DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+               errno.EFBIG: "the file is over the size limit", errno.EACCES: "no permission to write there",
+               errno.EPERM: "no permission to write there", errno.EROFS: "the file system is read-only"}
 
 
 class RelevelError(Exception):
@@ -23,6 +29,16 @@ class InputError(RelevelError):
 
 class ConfigError(RelevelError):
     """A bad config file: names the file and the key."""
+
+
+class DiskError(RelevelError):
+    """Writing an output failed for a reason outside relevel (full disk, permissions): names the path."""
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, resume_command: str) -> DiskError:
+        path = exc.filename or "an output file"
+        return cls(f"{path}: {DISK_ERRNOS[exc.errno]} ({exc.strerror}). Committed chunks are kept: fix that, "
+                   f"then resume with: {resume_command}")
 
 
 class Interrupted(RelevelError):

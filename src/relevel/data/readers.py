@@ -7,6 +7,7 @@ could not be read, so validation decides (stop or reject) in one place, with the
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,26 +90,51 @@ def _iter_jsonl(path: Path) -> Iterator[RawRow]:
             yield RawRow(path, line_no, data=data, raw=text)
 
 
+MAX_RECORD_LINES = 100  # a quoted field may span lines; an unclosed quote must not swallow the rest of the file
+
+
 def _iter_delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
-    # csv.reader, not DictReader: DictReader skips blank lines without a word, and they must be counted.
+    """One row per record. A record spans several lines only where a quoted field holds line breaks; a quote
+    that never closes (a truncated or hand-edited file) rejects its own line, and the lines after it are read
+    as rows of their own instead of vanishing into one field."""
     # surrogateescape keeps undecodable bytes visible per row instead of failing the whole file.
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
+        lines = enumerate(handle, start=1)
+        pending: list[tuple[int, str]] = []  # lines read ahead for a multi-line record that was not one
         header: list[str] | None = None
-        line_no = 0
-        for cells in reader:
-            start, line_no = line_no + 1, reader.line_num
-            raw = delimiter.join(cells)
-            if not any(cell.strip() for cell in cells):
+
+        def next_line() -> tuple[int, str] | None:
+            return pending.pop(0) if pending else next(lines, None)
+
+        while (first := next_line()) is not None:
+            start, text = first
+            taken = [first]
+            while text.count('"') % 2 and len(taken) < MAX_RECORD_LINES and (more := next_line()) is not None:
+                taken.append(more)
+                text += more[1]
+            cells = _single_row(text, delimiter)
+            if len(taken) > 1 and (cells is None or header is not None and len(cells) != len(header)):
+                pending[:0] = taken[1:]  # not one record after all: only its first line is bad
+                text, cells = first[1], _single_row(first[1], delimiter)
+            raw = text.rstrip("\r\n")
+            if cells is None or text.count('"') % 2 and header is not None and len(cells) != len(header):
+                yield RawRow(path, start, error="unbalanced quotes", raw=raw)
+            elif not any(cell.strip() for cell in cells):
                 yield RawRow(path, start, raw=raw, blank=True)
             elif header is None:
                 header = [cell.removeprefix(_BOM).strip() for cell in cells]
-            elif len(cells) > len(header):
+            elif len(cells) != len(header):
                 yield RawRow(path, start, error=f"{len(cells)} columns, the header has {len(header)}", raw=raw)
             elif _has_surrogates(raw):
                 yield RawRow(path, start, error="invalid UTF-8", raw=raw.encode("utf-8", "replace").decode())
             else:
                 yield RawRow(path, start, data=dict(zip(header, cells)), raw=raw)
+
+
+def _single_row(text: str, delimiter: str) -> list[str] | None:
+    """The cells of `text` if it is exactly one CSV record, else None."""
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    return rows[0] if len(rows) == 1 else [] if not rows else None
 
 
 def _has_surrogates(text: str) -> bool:

@@ -42,6 +42,9 @@ class DatasetSpec(BaseModel):
         None, description="Column holding a document id; null derives it from the normalised rendered text."
     )
     format: Format | None = Field(None, description="File format; null detects it from the suffix.")
+    max_field_chars: int | None = Field(
+        2000, gt=0, description="Longer query and document field values are cut to this many characters and "
+        "counted per field in the read report (`truncated`); null: no limit.")
 
 
 @dataclass(frozen=True)
@@ -69,13 +72,15 @@ class ReadReport:
     blank_lines: int = 0
     duplicate_pairs: int = 0  # same normalised query, document and level as an earlier pair
     conflicting_pairs: int = 0  # same normalised query and document, another level
+    truncated: Counter = field(default_factory=Counter)  # field -> values cut to max_field_chars, in records
 
     @property
     def rejected(self) -> int:
         return sum(self.rejects.values())
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "rejects": dict(self.rejects), "rejected": self.rejected}
+        return {**asdict(self), "rejects": dict(self.rejects), "truncated": dict(self.truncated),
+                "rejected": self.rejected}
 
 
 class RecordReader:
@@ -97,6 +102,7 @@ class RecordReader:
         self.report = ReadReport()
         self._seen_ids: dict[str, int] = {}
         self._pair_levels: dict[tuple[str, str], set[int]] = {}
+        self._row_truncated: list[str] = []  # fields cut in the row being parsed; counted if it becomes a record
 
     def read(self, path: Path) -> Iterator[LabeledPair | Pair | Document | Reject]:
         """Yields records and, with on_error="reject", `Reject`s, in file order."""
@@ -105,6 +111,7 @@ class RecordReader:
                 self.report.blank_lines += 1
                 continue
             self.report.rows += 1
+            self._row_truncated = []
             try:
                 record = self._parse(row)
             except _RowError as exc:
@@ -115,6 +122,7 @@ class RecordReader:
                 yield reject
                 continue
             self.report.records += 1
+            self.report.truncated.update(self._row_truncated)
             yield record
 
     def _parse(self, row: RawRow) -> LabeledPair | Pair | Document:
@@ -163,7 +171,11 @@ class RecordReader:
             raise _RowError("missing field", name, "missing" if value is None else "empty")
         if not isinstance(value, str):
             raise _RowError("wrong type", name, f"expected text, got {type(value).__name__} {value!r}")
-        return value.strip()
+        value, limit = value.strip(), self.spec.max_field_chars
+        if limit is not None and len(value) > limit:
+            self._row_truncated.append(name)
+            value = value[:limit]
+        return value
 
     def _count_duplicate_pair(self, query: str, doc_id: str, level: int) -> None:
         levels = self._pair_levels.setdefault((normalize_text(query), doc_id), set())

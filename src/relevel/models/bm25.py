@@ -14,9 +14,11 @@ import bm25s
 import jieba
 import numpy as np
 
+from relevel.caches import library_cache
 from relevel.data.schema import normalize_text
 
 jieba.setLogLevel(logging.WARNING)
+jieba.dt.tmp_dir = str(library_cache("jieba"))  # its dictionary cache, else written to the temp dir
 _WORDLIKE = re.compile(r"\w")  # keeps words and numbers, drops punctuation and spaces
 
 

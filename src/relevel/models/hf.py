@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
@@ -10,6 +11,7 @@ from transformers.utils import logging
 
 from relevel.errors import RelevelError
 from relevel.models.base_model import OFFLINE_BASE, resolve_model
+from relevel.models.registry import check_weights
 
 
 def quiet_transformers() -> None:
@@ -23,6 +25,8 @@ def load_pretrained(base_model: str, model_class, num_layers: int | None = None,
     """Tokenizer and model from the offline base, a local folder or a hub name; a clear error if none loads."""
     quiet_transformers()
     path = resolve_model(base_model)
+    if Path(path).is_dir():
+        check_weights(path)
     if num_layers:
         kwargs["num_hidden_layers"] = num_layers
     try:

@@ -18,10 +18,14 @@ def chunk_name(index: int) -> str:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temp file, fsync, rename: readers see the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:  # e.g. the disk is full: free what was written, and name the file (write() does not)
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     os.replace(tmp, path)
 
 

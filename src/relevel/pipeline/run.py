@@ -24,7 +24,7 @@ from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
 from relevel.pipeline.judge import JudgePairs, TrainJudge
 from relevel.pipeline.review import human_check_sections
-from relevel.pipeline.runner import Pipeline, StepOutcome, pipeline_for, read_manifest
+from relevel.pipeline.runner import RUN_CONFIG, Pipeline, StepOutcome, check_run_dir, pipeline_for, read_manifest
 from relevel.pipeline.stats import DataStats
 from relevel.pipeline.step import Step
 from relevel.pipeline.synthesize import GenerateCandidates
@@ -221,8 +221,9 @@ def run(config: RunConfig, run_dir: Path, on_step: Callable[[StepOutcome], None]
         import torch
 
         torch.set_num_threads(config.runtime.threads)
+    check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True,
+    atomic_write_text(run_dir / RUN_CONFIG, yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True,
                                                              sort_keys=False))
     pipeline = make_pipeline(config, run_dir, until)
     outcomes = pipeline.run(on_step)
@@ -260,9 +261,9 @@ def input_table(outcomes: list[StepOutcome]) -> Table:
             continue
         m = outcome.manifest["metrics"]
         rows.append([outcome.step.removeprefix("ingest-"), outcome.manifest["input_files"]["path"]["path"],
-                     m["rows"], m["records"], m["rejected"], m["blank_lines"], m.get("duplicate_pairs", 0),
-                     m.get("conflicting_pairs", 0)])
-    return Table("Input files", ["split", "file", "rows", "records", "rejected", "blank lines",
+                     m["rows"], m["records"], m["rejected"], m["blank_lines"],
+                     sum(m.get("truncated", {}).values()), m.get("duplicate_pairs", 0), m.get("conflicting_pairs", 0)])
+    return Table("Input files", ["split", "file", "rows", "records", "rejected", "blank lines", "truncated fields",
                                  "duplicate pairs", "conflicting labels"], rows)
 
 

@@ -25,6 +25,8 @@ from relevel.pipeline.step import Step, StepContext
 MANIFEST = "manifest.json"
 CACHE_DIR = "cache"  # outputs of frozen models that several steps reuse; deleting it costs only time
 Status = Literal["cached", "resume", "run"]
+OnVersionMismatch = Literal["rerun", "stop"]
+RUN_CONFIG = "config.yaml"  # what `relevel run` leaves in a run directory, beside the steps' folders
 _STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
@@ -47,9 +49,9 @@ class Pipeline:
     """An ordered list of steps writing under `run_dir/<step name>/`."""
 
     def __init__(self, steps: Sequence[Step], run_dir: Path, chunk_size: int = 1000, progress: bool = True,
-                 engine: Engine | None = None):
+                 engine: Engine | None = None, on_version_mismatch: OnVersionMismatch = "rerun"):
         self.steps, self.run_dir = list(steps), Path(run_dir)
-        self.chunk_size, self.progress = chunk_size, progress
+        self.chunk_size, self.progress, self.on_version_mismatch = chunk_size, progress, on_version_mismatch
         self.engine = engine or LocalEngine()
         self._file_hashes: dict[Path, str] = {}
         self._check()
@@ -88,10 +90,17 @@ class Pipeline:
                 status: Status = "cached" if manifest.get("status") == "done" else "resume"
             else:
                 status = "run"
+                if manifest and manifest.get("version") != step.VERSION and self.on_version_mismatch == "stop":
+                    raise RelevelError(
+                        f"{self.run_dir / step.name / MANIFEST}: step {step.name!r} was made by version "
+                        f"{manifest.get('version')} of its code (relevel {manifest.get('package_version')}); this "
+                        f"is version {step.VERSION} (relevel {__version__}). Set runtime.on_version_mismatch: "
+                        "rerun to redo it and everything after it, or use another --out")
             planned.append(PlannedStep(step, key, status))
         return planned
 
     def run(self, on_step: Callable[[StepOutcome], None] | None = None) -> list[StepOutcome]:
+        check_run_dir(self.run_dir)
         outcomes = []
         for planned in self.plan():
             outcome = self._run_step(planned)
@@ -166,7 +175,19 @@ class Pipeline:
 
 
 def pipeline_for(steps: Sequence[Step], run_dir: Path, runtime: RuntimeConfig) -> Pipeline:
-    return Pipeline(steps, run_dir, runtime.chunk_size, runtime.progress, create_engine(runtime.engine))
+    return Pipeline(steps, run_dir, runtime.chunk_size, runtime.progress, create_engine(runtime.engine),
+                    runtime.on_version_mismatch)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """`--out` must be a new or empty folder, or a run directory: a run never mixes its outputs into (or, on a
+    rerun, deletes from) a folder of something else."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RelevelError(f"--out {run_dir}: this is a file; give a folder for the run's outputs")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (
+            (run_dir / RUN_CONFIG).is_file() or any(run_dir.glob(f"*/{MANIFEST}"))):
+        raise RelevelError(f"--out {run_dir}: this folder is not empty and holds no relevel run; give a new or "
+                           "empty folder, or a run directory to resume")
 
 
 def read_manifest(step_dir: Path) -> dict | None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from relevel.data.scale import LevelScale
 from relevel.data.schema import LabeledPair
-from relevel.eval.retrieval import GradedEvaluator, GradedPairs, graded_metrics, ndcg10_per_query, top_k_run
+from relevel.eval.retrieval import GradedPairs, graded_metrics, ndcg10_per_query, top_k_run
 from relevel.models.embedder.config import EmbedderConfig
 from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import ChunkedOutputs, read_records
@@ -80,6 +80,7 @@ class EvaluateEmbedder(Step):
     model: Path | None = field(default=None, metadata=INPUT_FILE)  # a saved embedder, instead of a bound one
 
     def run(self, ctx: StepContext) -> StepResult:
+        from relevel.eval.evaluator import GradedEvaluator
         from relevel.models.embedder import build_embedder, load_embedder
 
         saved = ctx.inputs.get("model") or self.model

@@ -14,6 +14,7 @@ from relevel.data.scale import LevelScale
 from relevel.data.schema import LabeledPair
 from relevel.errors import RelevelError
 from relevel.models.embedder.config import EmbedderConfig
+from relevel.models.registry import check_weights
 
 
 def build_embedder(config: EmbedderConfig):
@@ -22,7 +23,10 @@ def build_embedder(config: EmbedderConfig):
 
     from relevel.models.base_model import resolve_model
 
-    transformer = Transformer(resolve_model(config.base_model), max_seq_length=config.max_seq_length)
+    path = resolve_model(config.base_model)
+    if Path(path).is_dir():
+        check_weights(path)
+    transformer = Transformer(path, max_seq_length=config.max_seq_length)
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     return SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu",
                                prompts={"query": config.query_prompt, "document": config.document_prompt})
@@ -31,6 +35,7 @@ def build_embedder(config: EmbedderConfig):
 def load_embedder(path: Path | str):
     from sentence_transformers import SentenceTransformer
 
+    check_weights(path)
     return SentenceTransformer(str(path), device="cpu")
 
 

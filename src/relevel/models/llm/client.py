@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import openai
-from platformdirs import user_cache_dir
 from tqdm.auto import tqdm
 
+from relevel.caches import cache_dir
 from relevel.errors import RelevelError
 from relevel.models.llm.config import LLMConfig
 
@@ -98,7 +98,7 @@ class ResponseCache:
 
 
 def default_cache_dir() -> Path:
-    return Path(user_cache_dir("relevel")) / "llm"
+    return cache_dir() / "llm"
 
 
 class LLMClient:
