@@ -87,8 +87,10 @@ def test_demo_filter_invariants(demo_dir):
     assert not any(normalize_text(r["doc"]) in dev_docs for r in synthetic)
 
 
+@pytest.mark.slow  # ~5 min; in CI, tests/test_interrupted_runs.py kills every step of a tiny run, rounds included
 def test_sigkill_in_round_two_resumes_without_losing_or_duplicating(demo_dir, tmp_path):
-    """Kill while round 2 generates; resume; the candidates equal those of a run that was never killed."""
+    """Kill while round 2 generates with the real demo models; resume; the candidates equal those of a run
+    that was never killed."""
     config = tmp_path / "demo.yaml"  # the demo's config with small chunks (chunking is not part of a cache key)
     config.write_text(resources.files("relevel").joinpath("demo/demo.yaml").read_text(encoding="utf-8")
                       .replace("chunk_size: 200", "chunk_size: 20"), encoding="utf-8")
