@@ -45,9 +45,11 @@ def flops_per_pair(config, lengths: np.ndarray) -> float:
     return float(np.mean((dense + attention) * layers))
 
 
-def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool) -> dict:
+def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool, int8: bool = False) -> dict:
     scale = LevelScale(levels=[Level(value=v, name=str(v)) for v in range(3)])
     judge = create_judge(scale, JudgeConfig(num_layers=layers, max_length=128))
+    if int8:  # dynamic int8 quantisation of every Linear: weights int8, activations quantised per batch
+        judge.model = torch.ao.quantization.quantize_dynamic(judge.model, {torch.nn.Linear}, dtype=torch.qint8)
     queries, docs = [p["query"] for p in pairs], [p["title"] for p in pairs]
     lengths = np.array([len(ids) for ids in judge.tokenizer(queries, docs, truncation=True, max_length=128)["input_ids"]])
     judge.logits(queries[:batch_size], docs[:batch_size], batch_size)  # warm-up
@@ -58,7 +60,7 @@ def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool) -> dict
         for i in range(0, len(queries), batch_size):
             judge.batch_logits(queries[i:i + batch_size], docs[i:i + batch_size])
     seconds = time.perf_counter() - start
-    return {"layers": layers, "sorted": sort, "pairs_per_s": len(pairs) / seconds,
+    return {"layers": layers, "sorted": sort, "int8": int8, "pairs_per_s": len(pairs) / seconds,
             "gflop_per_pair": flops_per_pair(judge.model.config, lengths) / 1e9,
             "mean_tokens": float(lengths.mean())}
 
@@ -69,19 +71,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--int8", action="store_true", help="Also measure int8 dynamic quantisation (sorted).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pairs = [json.loads(line) for line in QBQTC_DEV.open(encoding="utf-8")][:args.pairs]
     gflops = matmul_gflops()
     rows = [measure(layers, pairs, args.batch_size, sort) for layers in args.layers for sort in (True, False)]
+    if args.int8:
+        rows += [measure(layers, pairs, args.batch_size, True, int8=True) for layers in args.layers]
     print(f"{date.today()} · {platform.processor() or platform.machine()} · {args.threads} threads · "
           f"torch {torch.__version__} · matmul {gflops:.1f} GFLOP/s · {len(pairs)} QBQTC dev pairs, batch "
           f"{args.batch_size}\n")
-    print("| layers | length-sorted | pairs/s | GFLOP/pair | FLOP bound pairs/s | share of bound |")
-    print("|---|---|---|---|---|---|")
+    print("| layers | length-sorted | weights | pairs/s | GFLOP/pair | fp32 FLOP bound pairs/s | share of bound |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         bound = gflops / row["gflop_per_pair"]
-        print(f"| {row['layers']} | {'yes' if row['sorted'] else 'no'} | {row['pairs_per_s']:.0f} | "
+        print(f"| {row['layers']} | {'yes' if row['sorted'] else 'no'} | {'int8' if row['int8'] else 'fp32'} | "
+              f"{row['pairs_per_s']:.0f} | "
               f"{row['gflop_per_pair']:.2f} | {bound:.0f} | {100 * row['pairs_per_s'] / bound:.0f}% |")
     print(f"\nmean tokens per pair {rows[0]['mean_tokens']:.1f}; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
