@@ -47,7 +47,7 @@ def flops_per_pair(config, lengths: np.ndarray) -> float:
 
 def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool, int8: bool = False) -> dict:
     scale = LevelScale(levels=[Level(value=v, name=str(v)) for v in range(3)])
-    judge = create_judge(scale, JudgeConfig(num_layers=layers, max_length=128))
+    judge = create_judge(scale, JudgeConfig(backend="cross-encoder", num_layers=layers, max_length=128))
     if int8:  # dynamic int8 quantisation of every Linear: weights int8, activations quantised per batch
         judge.model = torch.ao.quantization.quantize_dynamic(judge.model, {torch.nn.Linear}, dtype=torch.qint8)
     queries, docs = [p["query"] for p in pairs], [p["title"] for p in pairs]
