@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -121,6 +122,16 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> bool
             return True
         time.sleep(0.002)
     return condition()
+
+
+def sigkill_when_file_appears(marker: Path, *args: str, timeout: float = 300) -> subprocess.Popen:
+    """Starts the command line, SIGKILLs it once `marker` exists (or it ended, or time is up); the caller
+    checks where it landed."""
+    process = relevel_popen(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(marker.exists, process, timeout)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    return process
 
 
 _unexpected_skips: list[str] = []

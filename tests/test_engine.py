@@ -2,15 +2,11 @@
 and a driver killed mid-step resumes from the chunks it had committed."""
 
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from importlib import resources
 
 import pytest
 
-from conftest import relevel_cli
+from conftest import relevel_cli, sigkill_when_file_appears
 from relevel.config import EngineConfig
 from relevel.errors import RelevelError
 from relevel.pipeline.engine import RayEngine, create_engine
@@ -40,14 +36,8 @@ def test_ray_engine_matches_local_and_resumes_after_the_driver_is_killed(demo_di
         shutil.rmtree(run_dir / step)
 
     args = ["run", "--config", str(config), "--out", str(run_dir), "--until", RECORD_STEPS[-1]]
-    driver = subprocess.Popen([sys.executable, "-m", "relevel", *args],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = run_dir / "reannotate" / "predictions" / "chunk-00003.jsonl"
-    deadline = time.monotonic() + 300
-    while not marker.exists() and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.01)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait(timeout=60)
+    sigkill_when_file_appears(marker, *args)
     assert marker.exists(), "the Ray run never committed a chunk"
     assert read_manifest(run_dir / "reannotate")["status"] == "running", "not killed mid-step"
 

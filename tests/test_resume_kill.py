@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from conftest import pair, relevel_cli, write_config, write_lines
+from conftest import pair, relevel_cli, sigkill_when_file_appears, write_config, write_lines
 from relevel.pipeline.io import read_records
 from relevel.pipeline.runner import read_manifest
 
@@ -39,14 +39,8 @@ def test_sigkill_mid_step_then_resume_matches_uninterrupted_run(tmp_path):
     assert len(expected_ids) + len(expected_rejects) == ROWS and len(expected_rejects) == len(BAD_ROWS)
 
     killed_dir = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "relevel", *map(str, args), "--out", str(killed_dir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = killed_dir / "validate" / "records" / "chunk-00005.jsonl"
-    deadline = time.monotonic() + 120
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process = sigkill_when_file_appears(killed_dir / "validate" / "records" / "chunk-00005.jsonl", *args,
+                                        "--out", killed_dir, timeout=120)
     manifest = read_manifest(killed_dir / "validate")
     assert process.returncode == -signal.SIGKILL and manifest["status"] == "running", "not killed mid-step"
     partial_ids, _ = outputs(killed_dir)

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from importlib import resources
 
 import pytest
 
-from conftest import relevel_cli
+from conftest import relevel_cli, sigkill_when_file_appears
 from relevel.config import SynthesisConfig
 from relevel.data.schema import normalize_text
 from relevel.pipeline.filter import near_duplicate_key, order_conflicts
@@ -100,14 +96,8 @@ def test_sigkill_in_round_two_resumes_without_losing_or_duplicating(demo_dir, tm
         for step in ("synthesize-r2", "judge-r2", "filter-r2", "generator-r2", "control-r2"):
             shutil.rmtree(run_dir / step)
 
-    process = subprocess.Popen([sys.executable, "-m", "relevel", "stage2", "--config", str(config), "--out",
-                                str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = killed / "synthesize-r2" / "candidates" / "chunk-00001.jsonl"
-    deadline = time.monotonic() + 300
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    sigkill_when_file_appears(marker, "stage2", "--config", config, "--out", killed)
     assert marker.exists(), "round 2 never started generating"
     resumed = relevel_cli("stage2", "--config", config, "--out", killed)
     assert resumed.returncode == 0, resumed.stderr
