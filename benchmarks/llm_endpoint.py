@@ -67,7 +67,7 @@ def main() -> None:
     rows = [json.loads(line) for line in (QBQTC / "dev.json").read_text(encoding="utf-8").splitlines()[:args.pairs]]
     pairs_file = work / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    server = LlamaServer(work / "server.log")
+    server = LlamaServer()
     proxy = FaultProxy(server.base_url, [])
     try:
         llm = LLMConfig(base_url=proxy.base_url, model="smollm2", cache_dir=work / "cache", max_tokens=96,

@@ -150,11 +150,11 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
-def llm_server(tmp_path_factory):
+def llm_server():
     """llama.cpp's OpenAI-compatible server on 127.0.0.1 with SmolLM2-135M-Instruct (tests/llm_server.py)."""
     from llm_server import LlamaServer
 
-    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log")
+    server = LlamaServer()
     yield server
     server.stop()
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -16,6 +14,8 @@ import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from relevel.models.llm.serve import ManagedServer
 
 
 def smollm2_gguf() -> Path:
@@ -29,44 +29,23 @@ def smollm2_gguf() -> Path:
     return found[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def llama_server_command(model_alias: str) -> list[str]:
+    """llama.cpp's server for SmolLM2 on 127.0.0.1; '{port}' is filled in by ManagedServer."""
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", model_alias,
+            "--host", "127.0.0.1", "--port", "{port}", "--n_ctx", "2048", "--n_threads", "2",
+            "--logits_all", "true"]  # logits_all: the server returns top log-probabilities
 
 
 class LlamaServer:
-    """`python -m llama_cpp.server` on 127.0.0.1, started and stopped by the test session."""
+    """The test session's server, started the way `llm.serve` starts one (relevel.models.llm.serve)."""
 
-    def __init__(self, log: Path):
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+    def __init__(self):
         self.model = "smollm2"
-        self._log = open(log, "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", self.model,
-             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "2",
-             "--logits_all", "true"],  # logits_all: the server returns top log-probabilities
-            stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited with {self.process.returncode}; see {log}")
-            try:
-                urllib.request.urlopen(f"{self.base_url}/models", timeout=2)
-                return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"llama.cpp server did not answer within 120 s; see {log}")
+        self._server = ManagedServer(llama_server_command(self.model), "http://127.0.0.1:{port}/v1", timeout_s=120)
+        self.base_url = self._server.base_url
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
+        self._server.stop()
 
 
 FAULTS = ("429", "500", "timeout", "truncated", "empty", "ok")

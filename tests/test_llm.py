@@ -17,14 +17,16 @@ import numpy as np
 import pytest
 
 from conftest import relevel_cli, write_lines
-from llm_server import FaultProxy
+from llm_server import FaultProxy, llama_server_command
 from relevel.data.scale import Level, LevelScale
 from relevel.data.schema import LabeledPair
+from relevel.errors import RelevelError
 from relevel.models.judge.config import JudgeConfig
 from relevel.models.llm.client import ChatAnswer, ChatRequest, LLMClient, ParseError, TokenLogprobs
 from relevel.models.llm.config import LLMConfig
 from relevel.models.llm.parse import level_logits, level_of, queries_of
 from relevel.models.llm.prompts import Prompts
+from relevel.models.llm.serve import free_port
 from relevel.pipeline.step import _jsonable
 
 SCALE = LevelScale(levels=(Level(value=0, name="poor", description="does not meet the intent"),
@@ -130,17 +132,9 @@ def _raise():
 
 
 def test_endpoint_errors_are_one_clear_message(tmp_path):
-    from relevel.errors import RelevelError
-
-    llm = endpoint(f"http://127.0.0.1:{_closed_port()}/v1", tmp_path / "cache", max_retries=1, backoff_s=0.01)
+    llm = endpoint(f"http://127.0.0.1:{free_port()}/v1", tmp_path / "cache", max_retries=1, backoff_s=0.01)
     with LLMClient(llm) as client, pytest.raises(RelevelError, match=r"still failing after 1 retries.*connection"):
         client.complete([ChatRequest(({"role": "user", "content": "hi"},))], lambda a: a.content)
-
-
-def _closed_port() -> int:
-    from llm_server import free_port
-
-    return free_port()
 
 
 KILLED_SCRIPT = """
@@ -291,3 +285,51 @@ runtime: {{progress: false}}
     assert len(rows) == 2 + 2 * 4  # the embedder table's two rows, and each baseline's per-level rows
     assert "LLM requests per step" in report and "| synthesize-prompt-only |" in report
     assert "prompt-only LLM synthesis" not in report.split("## Not built yet")[1]
+
+
+SERVE_AND_WAIT = """
+import sys, time
+from relevel.models.llm.client import LLMClient
+from relevel.models.llm.config import LLMConfig
+client = LLMClient(LLMConfig.model_validate_json(sys.argv[1]))
+print(client._server.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is dead, only not yet reaped
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_serve_runs_a_server_per_process_that_dies_with_it(tmp_path):
+    """`llm.serve` (vLLM in each Ray actor on a GPU node; llama.cpp here): started on a free port, answers,
+    stops when the client closes, and dies with the process that started it even on SIGKILL."""
+    config = endpoint("http://127.0.0.1:{port}/v1", tmp_path / "cache", response_format="none", max_tokens=8,
+                      serve=llama_server_command("smollm2"), serve_timeout_s=120)
+    assert "serve" not in _jsonable(config)  # transport: not part of any cache key
+    with LLMClient(config) as client:
+        server = client._server.process
+        [answer] = client.complete([ChatRequest(({"role": "user", "content": "Say hi"},))], lambda a: a.content)
+        assert answer and "{port}" not in client.base_url
+    assert server.poll() is not None
+
+    parent = subprocess.Popen([sys.executable, "-c", SERVE_AND_WAIT, config.model_dump_json()],
+                              stdout=subprocess.PIPE, text=True)
+    server_pid = int(parent.stdout.readline())
+    assert alive(server_pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(server_pid), "the server outlived the process that started it"
+
+    with pytest.raises(RelevelError, match="cannot start 'no-such-server'"):
+        LLMClient(config.model_copy(update={"serve": ("no-such-server", "--port", "{port}")}))
+    with pytest.raises(RelevelError, match="exited with code"):
+        LLMClient(config.model_copy(update={"serve": (sys.executable, "-c", "import sys; sys.exit(3)")}))

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from relevel.caches import cache_dir
 from relevel.errors import RelevelError
 from relevel.models.llm.config import LLMConfig
+from relevel.models.llm.serve import ManagedServer
 
 T = TypeVar("T")
 TOP_LOGPROBS = 10  # enough alternatives for every level of a 4-level scale and then some
@@ -106,9 +107,13 @@ class LLMClient:
         self.config = config
         self.stats = LLMStats()
         self._cache = ResponseCache((config.cache_dir or default_cache_dir()) / "responses.sqlite")
+        self._server = ManagedServer(config.serve, config.base_url, config.serve_timeout_s) if config.serve else None
+        self.base_url = self._server.base_url if self._server else config.base_url
 
     def close(self) -> None:
         self._cache.close()
+        if self._server is not None:
+            self._server.stop()
 
     def __enter__(self) -> LLMClient:
         return self
@@ -125,7 +130,7 @@ class LLMClient:
         return asyncio.run(self._complete_all(requests, parse, progress, desc))
 
     async def _complete_all(self, requests, parse, progress, desc):
-        client = openai.AsyncOpenAI(base_url=self.config.base_url, timeout=self.config.timeout_s, max_retries=0,
+        client = openai.AsyncOpenAI(base_url=self.base_url, timeout=self.config.timeout_s, max_retries=0,
                                     api_key=os.environ.get(self.config.api_key_env) or "no-key")
         pool = asyncio.Semaphore(self.config.concurrency)
         pacing = _Pacer(self.config.requests_per_second)
@@ -193,14 +198,14 @@ class LLMClient:
             except RETRYABLE as exc:
                 kind = retry_kind(exc)
                 if attempt == self.config.max_retries:
-                    raise RelevelError(f"LLM endpoint {self.config.base_url} (model {self.config.model}): still "
+                    raise RelevelError(f"LLM endpoint {self.base_url} (model {self.config.model}): still "
                                        f"failing after {attempt} retries, last error {kind}: {_short(exc)}. "
                                        "Answers so far are cached; run the command again to resume.") from None
                 self.stats.retries[kind] += 1
                 await asyncio.sleep(self._backoff(attempt, exc))
                 continue
             except openai.APIStatusError as exc:  # 4xx other than 429: a wrong model name, URL or key
-                raise RelevelError(f"LLM endpoint {self.config.base_url} refused the request "
+                raise RelevelError(f"LLM endpoint {self.base_url} refused the request "
                                    f"(HTTP {exc.status_code}): {_short(exc)}; check llm.base_url, llm.model and "
                                    f"the key in ${self.config.api_key_env}") from None
             usage = getattr(response, "usage", None)

@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, ValidationInfo, field_validator, model_serializer
 
 # How requests are sent, not what is asked: left out of the steps' cache keys.
-TRANSPORT = ("base_url", "api_key_env", "concurrency", "requests_per_second", "timeout_s", "max_retries",
-             "backoff_s", "cache_dir")
+TRANSPORT = ("base_url", "serve", "serve_timeout_s", "api_key_env", "concurrency", "requests_per_second",
+             "timeout_s", "max_retries", "backoff_s", "cache_dir")
 
 
 class LLMConfig(BaseModel):
@@ -17,7 +17,13 @@ class LLMConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    base_url: str = Field(description="The endpoint's OpenAI base URL, e.g. http://127.0.0.1:8000/v1.")
+    base_url: str = Field(description="The endpoint's OpenAI base URL, e.g. http://127.0.0.1:8000/v1. With "
+                          "`serve`, '{port}' in it stands for the port the started server listens on.")
+    serve: tuple[str, ...] | None = Field(None, description="A command that starts an OpenAI-compatible server "
+                                          "in each process that uses it, e.g. [vllm, serve, MODEL, --port, "
+                                          "'{port}'] to run vLLM inside each Ray actor on a GPU node; it stops "
+                                          "with that process. Null: base_url is a server that is already running.")
+    serve_timeout_s: float = Field(600.0, gt=0, description="How long a started server may take to answer.")
     model: str = Field(description="Model name the server expects.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Name of the environment variable that holds the "
                              "key (the key itself never goes in a config, manifest or log). Unset: no key, "
