@@ -15,9 +15,10 @@ class QueryGenerator(ABC):
         self.scale = scale
 
     @classmethod
-    @abstractmethod
     def from_base(cls, scale: LevelScale, config, encoder_store: Path | None = None) -> QueryGenerator:
-        """A new, untrained generator on the configured base model (`encoder_store`: as for the judge)."""
+        """A new, untrained generator on the configured base model (`encoder_store`: as for the judge).
+        The default suits backends that load nothing until they are used or fitted."""
+        return cls(scale, config)
 
     @classmethod
     @abstractmethod

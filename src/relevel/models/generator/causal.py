@@ -32,11 +32,6 @@ class CausalLMGenerator(UsesCausalLM, QueryGenerator):
         super().__init__(scale)
         self.config, self._lm = config, lm
 
-    @classmethod
-    def from_base(cls, scale: LevelScale, config: GeneratorConfig, encoder_store: Path | None = None
-                  ) -> CausalLMGenerator:
-        return cls(scale, config)
-
     def fit(self, train: Sequence[LabeledPair], tune: Sequence[LabeledPair], progress: bool = False,
             work_dir: Path | None = None, init_from: Path | None = None) -> dict:
         """LoRA SFT on every (document, level) → query example; a warm start continues `init_from`'s adapters.

@@ -36,11 +36,6 @@ class PromptOnlyGenerator(UsesLLMClient, QueryGenerator):
         self.config, self.llm, self.examples = config, config.llm, examples or []
         self.prompts = Prompts(config.llm.prompts_dir)
 
-    @classmethod
-    def from_base(cls, scale: LevelScale, config: GeneratorConfig, encoder_store: Path | None = None
-                  ) -> PromptOnlyGenerator:
-        return cls(scale, config)
-
     def fit(self, train: Sequence[LabeledPair], tune: Sequence[LabeledPair], progress: bool = False,
             work_dir: Path | None = None, init_from: Path | None = None) -> dict:
         """Draws `few_shot_per_level` labelled examples per level (seeded): the prompt's few shots."""

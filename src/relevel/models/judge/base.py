@@ -37,10 +37,11 @@ class Judge(ABC):
         self.scale, self.temperature = scale, temperature
 
     @classmethod
-    @abstractmethod
     def from_base(cls, scale: LevelScale, config, encoder_store: Path | None = None) -> Judge:
         """A new, untrained judge on the configured base model. `encoder_store`: a folder where a backend
-        with a frozen encoder keeps its encodings for other steps of the run (others ignore it)."""
+        with a frozen encoder keeps its encodings for other steps of the run (others ignore it). The default
+        suits backends that load nothing until they are used or fitted."""
+        return cls(scale, config)
 
     @classmethod
     @abstractmethod

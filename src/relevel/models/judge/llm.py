@@ -36,10 +36,6 @@ class LLMJudge(UsesLLMClient, Judge):
         self.prompts = Prompts(self.llm.prompts_dir)
 
     @classmethod
-    def from_base(cls, scale: LevelScale, config: JudgeConfig, encoder_store: Path | None = None) -> LLMJudge:
-        return cls(scale, config)
-
-    @classmethod
     def load(cls, path: Path, encoder_store: Path | None = None) -> LLMJudge:
         meta = json.loads((Path(path) / JUDGE_FILE).read_text(encoding="utf-8"))
         return cls(LevelScale(**meta["scale"]), JudgeConfig(**meta["config"]), meta["temperature"])

@@ -53,10 +53,6 @@ class ReasoningJudge(UsesCausalLM, Judge):
         self.config, self._lm = config, lm
         self._teacher: LLMClient | None = None
 
-    @classmethod
-    def from_base(cls, scale: LevelScale, config: JudgeConfig, encoder_store: Path | None = None) -> ReasoningJudge:
-        return cls(scale, config)
-
     def teach(self, pairs: Sequence[LabeledPair], progress: bool) -> list[str | None]:
         """The teacher's explanation of each pair's (human) level; None where it stayed unparseable."""
         self._teacher = LLMClient(self.config.llm)
