@@ -40,12 +40,14 @@ def test_ray_engine_matches_local_and_resumes_after_the_driver_is_killed(demo_di
     sigkill_when_file_appears(marker, *args)
     assert marker.exists(), "the Ray run never committed a chunk"
     assert read_manifest(run_dir / "reannotate")["status"] == "running", "not killed mid-step"
+    # Ray returns chunks in any order: whatever was committed at the kill, and only that, is resumed
+    committed = sum(1 for _ in read_records(run_dir / "reannotate" / "predictions"))
 
     resumed = relevel_cli(*args, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     annotate = read_manifest(run_dir / "reannotate")
     assert annotate["status"] == "done" and annotate["resumes"] == 1
-    assert annotate["metrics"]["items_resumed"] >= 4 * annotate["chunk_size"]
+    assert annotate["metrics"]["items_resumed"] == committed >= annotate["chunk_size"]
 
     for step, output in zip(RECORD_STEPS, ("predictions", "candidates", "predictions")):
         assert read_manifest(run_dir / step)["key"] == read_manifest(local_run / step)["key"]
