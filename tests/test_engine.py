@@ -1,17 +1,22 @@
 """The Ray engine: record steps as Ray Data pipelines on a local Ray instance give the local engine's records,
 and a driver killed mid-step resumes from the chunks it had committed."""
 
+import os
 import shutil
+from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from conftest import relevel_cli, sigkill_when_file_appears
-from relevel.config import EngineConfig
+from relevel.config import EngineConfig, RuntimeConfig
 from relevel.errors import RelevelError
 from relevel.pipeline.engine import RayEngine, create_engine
 from relevel.pipeline.io import read_records
-from relevel.pipeline.runner import read_manifest
+from relevel.pipeline.runner import pipeline_for, read_manifest
+from relevel.pipeline.step import RecordStep
 
 RAY_RUNTIME = """
   engine:
@@ -66,3 +71,42 @@ def test_engine_setting_and_missing_cluster_errors(monkeypatch):
         engine.connect()
     with pytest.raises(ValueError, match="kind"):
         EngineConfig.model_validate({"kind": "spark"})
+
+
+@dataclass(kw_only=True)
+class CountingStep(RecordStep):
+    """Reports one request (and one retry per chunk) for each item it processed, as an LLM backend's client
+    counts them in the process that runs it."""
+
+    outputs: ClassVar[tuple[str, ...]] = ("records",)
+
+    def items(self, ctx):
+        self._processed, self._chunks = 0, 0
+        return range(40)
+
+    def process(self, batch):
+        self._processed += len(batch)
+        self._chunks += 1
+        return {"records": [{"id": f"r{i}"} for i in batch]}
+
+    def usage(self):
+        return {"requests": self._processed, "answers": self._processed, "retries": {"429": self._chunks}}
+
+
+def test_llm_usage_of_every_ray_worker_reaches_the_manifest(tmp_path, monkeypatch):
+    import ray
+
+    # the actors unpickle CountingStep by reference: they must import this module
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    try:
+        for kind in ("local", "ray"):
+            runtime = RuntimeConfig.model_validate({"chunk_size": 5, "progress": False, "engine": {
+                "kind": kind, "ray": {"actors": 2, "num_cpus_per_actor": 1, "local_cpus": 2}}})
+            pipeline_for([CountingStep(name="count")], tmp_path / kind, runtime).run()
+            manifest = read_manifest(tmp_path / kind / "count")
+            assert manifest["counts"]["records"] == 40
+            usage = manifest["metrics"]["llm"]
+            assert usage["requests"] == usage["answers"] == 40, kind  # summed over the workers, none twice
+            assert usage["retries"] == {"429": 8}, kind
+    finally:
+        ray.shutdown()

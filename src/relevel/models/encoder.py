@@ -23,8 +23,10 @@ class FrozenEncoder:
     (the judge's features read both; the generator's decoder attends to the token states)."""
 
     def __init__(self, base_model: str, max_length: int, query_prefix: str = "", document_prefix: str = "",
-                 num_layers: int | None = None, store: Path | None = None):
+                 num_layers: int | None = None, store: Path | None = None, special_tokens: bool = False):
+        """special_tokens: keep [CLS]/[SEP] in the token states (a model stacked on them needs every position)."""
         self.max_length, self.prefixes = max_length, {"query": query_prefix, "document": document_prefix}
+        self.special_tokens = special_tokens
         self.tokenizer, self.model = load_pretrained(base_model, AutoModel, num_layers)
         self.model.eval()
         depth = self.model.config.num_hidden_layers
@@ -34,7 +36,7 @@ class FrozenEncoder:
         self.cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.store = None
         if store is not None:  # one folder per encoder setting: a different model or length never mixes in
-            setting = json.dumps([base_model, num_layers, max_length, self.layers])
+            setting = json.dumps([base_model, num_layers, max_length, self.layers, *(["special"] * special_tokens)])
             self.store = Path(store) / hashlib.sha256(setting.encode()).hexdigest()[:16]
             self.cache.update(read_shards(self.store))
 
@@ -57,7 +59,8 @@ class FrozenEncoder:
                 last = states[-1].numpy().astype(np.float16)
                 for row, text in enumerate(batch):
                     length = int(encoded["attention_mask"][row].sum())
-                    new[text] = means[row], last[row, 1:max(2, length - 1)]  # drop [CLS]/[SEP]
+                    tokens = slice(0, length) if self.special_tokens else slice(1, max(2, length - 1))
+                    new[text] = means[row], last[row, tokens]
                 bar.update(len(batch))
         self.cache.update(new)
         if self.store is not None and new:

@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 import socket
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -24,18 +25,22 @@ if TYPE_CHECKING:
 
 Chunk = tuple[int, list[Any]]  # (chunk index, items)
 ChunkOutputs = dict[str, list[dict]]
+# (worker, the step's `usage()` in that worker so far): the driver keeps each worker's latest and adds them up
+UsageSnapshot = tuple[str, dict[str, Any]]
 
 
 class Engine(ABC):
     @abstractmethod
-    def map_chunks(self, step: RecordStep, chunks: Iterable[Chunk]) -> Iterator[tuple[int, ChunkOutputs]]:
+    def map_chunks(self, step: RecordStep, chunks: Iterable[Chunk]
+                   ) -> Iterator[tuple[int, ChunkOutputs, UsageSnapshot]]:
         """`step.process` over each chunk; results may come back in any order."""
 
 
 class LocalEngine(Engine):
-    def map_chunks(self, step: RecordStep, chunks: Iterable[Chunk]) -> Iterator[tuple[int, ChunkOutputs]]:
+    def map_chunks(self, step: RecordStep, chunks: Iterable[Chunk]
+                   ) -> Iterator[tuple[int, ChunkOutputs, UsageSnapshot]]:
         for index, batch in chunks:
-            yield index, step.process(batch)
+            yield index, step.process(batch), ("local", step.usage())
 
 
 class _ChunkWorker:
@@ -46,10 +51,12 @@ class _ChunkWorker:
 
         torch.set_num_threads(max(1, threads))
         self.step = pickle.loads(step_bytes)
+        self.worker = uuid.uuid4().hex
 
     def __call__(self, rows: dict[str, Any]) -> dict[str, list]:
         outputs = [pickle.dumps(self.step.process(pickle.loads(payload))) for payload in rows["payload"]]
-        return {"index": list(rows["index"]), "outputs": outputs}
+        usage = pickle.dumps((self.worker, self.step.usage()))
+        return {"index": list(rows["index"]), "outputs": outputs, "usage": [usage] * len(outputs)}
 
 
 class RayEngine(Engine):
@@ -77,7 +84,8 @@ class RayEngine(Engine):
             logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": we know
         return ray
 
-    def map_chunks(self, step: RecordStep, chunks: Iterable[Chunk]) -> Iterator[tuple[int, ChunkOutputs]]:
+    def map_chunks(self, step: RecordStep, chunks: Iterable[Chunk]
+                   ) -> Iterator[tuple[int, ChunkOutputs, UsageSnapshot]]:
         # Items are pickled by us, not converted to Arrow: they are any Python objects (typed records,
         # rejects) and must reach `process` unchanged. Only pending chunks travel; they are held in Ray's
         # object store, which spills to disk past its memory share.
@@ -91,7 +99,7 @@ class RayEngine(Engine):
             num_cpus=config.num_cpus_per_actor, num_gpus=config.num_gpus_per_actor or None,
             fn_constructor_kwargs={"step_bytes": pickle.dumps(step), "threads": int(config.num_cpus_per_actor)})
         for row in dataset.iter_rows():
-            yield int(row["index"]), pickle.loads(row["outputs"])
+            yield int(row["index"]), pickle.loads(row["outputs"]), pickle.loads(row["usage"])
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -90,12 +90,13 @@ class JudgePairs(RecordStep):
              **({"label": r["level"]} if "level" in r else {})}
             for r, level, probs in zip(batch, prediction.levels, prediction.probs)]}
 
+    def usage(self) -> dict[str, Any]:
+        return self._judge.usage() if self._judge is not None else {}
+
     def metrics(self, ctx: StepContext, outputs: ChunkedOutputs) -> dict[str, Any]:
-        usage = self._judge.usage() if self._judge is not None else {}
         rows = [r for r in read_records(outputs.dirs["predictions"]) if "label" in r]
         if not rows:
-            return {"llm": usage} if usage else {}
+            return {}
         labels = np.array([r["label"] for r in rows])
         probs = np.array([r["probs"] for r in rows])
-        return {**classification_metrics(labels, probs.argmax(axis=1), self.scale, probs),
-                **({"llm": usage} if usage else {})}
+        return classification_metrics(labels, probs.argmax(axis=1), self.scale, probs)

@@ -106,6 +106,11 @@ class RecordStep(Step):
         """Metrics for the manifest once every chunk is committed."""
         return {}
 
+    def usage(self) -> dict[str, Any]:
+        """LLM requests and tokens of `process` so far in this process (`LLMStats.as_dict()`); the run adds up
+        every engine worker's into the manifest's `llm`."""
+        return {}
+
     def run(self, ctx: StepContext) -> StepResult:
         outputs = ChunkedOutputs(ctx.step_dir, self.outputs)
         sizes: dict[int, int] = {}
@@ -124,7 +129,14 @@ class RecordStep(Step):
                         yield index, batch
 
             engine = ctx.engine if self.uses_engine else LocalEngine()
-            for index, records in engine.map_chunks(self, pending()):
+            usage_by_worker: dict[str, dict[str, Any]] = {}
+            for index, records, (worker, usage) in engine.map_chunks(self, pending()):
                 outputs.commit(index, records)
+                usage_by_worker[worker] = usage
                 bar.update(sizes.pop(index))
-        return StepResult(outputs.counts(), {**self.metrics(ctx, outputs), "items_resumed": resumed})
+        metrics = {**self.metrics(ctx, outputs), "items_resumed": resumed}
+        if any(usage_by_worker.values()):
+            from relevel.models.llm.client import LLMStats
+
+            metrics["llm"] = LLMStats.merged(usage_by_worker.values())
+        return StepResult(outputs.counts(), metrics)

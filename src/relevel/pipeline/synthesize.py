@@ -144,6 +144,7 @@ class GenerateCandidates(RecordStep):
         return {"round": self.round, "plan_shares": dict(zip(names, self._plan.shares)),
                 "still_needed": dict(zip(names, self._plan.needed)),
                 "requested": {name: self._requested[level] for level, name in enumerate(names)},
-                "generated": {name: generated[level] for level, name in enumerate(names)},
-                **({"llm": self._generator.usage()} if self._generator is not None and self._generator.usage()
-                   else {})}
+                "generated": {name: generated[level] for level, name in enumerate(names)}}
+
+    def usage(self) -> dict[str, Any]:
+        return self._generator.usage() if self._generator is not None else {}

@@ -39,12 +39,36 @@ def load_embedder(path: Path | str):
     return SentenceTransformer(str(path), device="cpu")
 
 
-def freeze_lower_layers(model, trainable: int) -> None:
-    """Only the top `trainable` layers learn: the backward pass (about 2/3 of a step) shrinks with them."""
-    bert = model[0].auto_model
-    layers = bert.encoder.layer
-    for module in [bert.embeddings, *layers[:max(0, len(layers) - trainable)]]:
-        module.requires_grad_(False)
+def with_stored_lower_layers(model, config: EmbedderConfig, datasets: dict, prompts: dict[str, str],
+                             store: Path | None, progress: bool):
+    """The model to train when only the top `trainable_layers` learn: the frozen layers' states of every
+    training text are computed once (kept in `store`) and the top layers run on them at each step."""
+    from relevel.models.embedder.stored_layers import stored_layers_model
+    from relevel.models.encoder import FrozenEncoder
+
+    depth = model[0].auto_model.config.num_hidden_layers
+    if config.trainable_layers >= depth:
+        return model
+    # no prefixes of its own: texts are keyed with their prompt, as the trainer hands them over
+    lower = FrozenEncoder(config.base_model, config.max_seq_length, num_layers=depth - config.trainable_layers,
+                          store=store, special_tokens=True)
+    texts = {prompts[column] + text for dataset in datasets.values() for column in dataset.column_names
+             if column in prompts for text in dataset[column]}
+    lower.encode(sorted(texts), "document", progress)
+    return stored_layers_model(model, lower, config.trainable_layers)
+
+
+def _stand_in_trainer():
+    from sentence_transformers import SentenceTransformerTrainer
+
+    class StandInTrainer(SentenceTransformerTrainer):
+        """Trains the stored-layers stand-in: no model card (its token statistics would look up texts the
+        store lacks, and the stand-in is never saved)."""
+
+        def add_model_card_callback(self, default_args_dict: dict) -> None:
+            pass
+
+    return StandInTrainer
 
 
 def infonce_rows(pairs: Sequence[LabeledPair], scale: LevelScale, graded: bool) -> dict[str, list]:
@@ -131,22 +155,27 @@ def train_embedder(config: EmbedderConfig, scale: LevelScale, pairs: Sequence[La
     if too_large:
         raise RelevelError(f"embedder.matryoshka_dims {too_large}: larger than the model's "
                            f"{model.get_embedding_dimension()} dimensions")
-    datasets, losses, too_few = {}, {}, 0
+    datasets, too_few = {}, 0
     if "infonce" in config.loss:
         rows = infonce_rows(pairs, scale, graded=config.loss.startswith("graded"))
         if config.hard_negatives:
             rows, too_few = with_hard_negatives(rows, pairs, config, corpus, encoder_store)
         datasets["infonce"] = Dataset.from_dict(rows)
-        losses["infonce"] = GradedInfoNCELoss(model, config.infonce_scale)
     if "cosent" in config.loss:
         datasets["cosent"] = Dataset.from_dict({"query": [p.query for p in pairs], "document": [p.doc for p in pairs],
                                                 "score": [p.level / scale.max_level for p in pairs]})
-        losses["cosent"] = CoSENTLoss(model)
+    prompts = {"query": config.query_prompt, "document": config.document_prompt,
+               **{f"negative_{i + 1}": config.document_prompt for i in range(config.hard_negatives)}}
+    trained = (with_stored_lower_layers(model, config, datasets, prompts, encoder_store, progress)
+               if config.trainable_layers else model)
+    losses = {}
+    if "infonce" in datasets:
+        losses["infonce"] = GradedInfoNCELoss(trained, config.infonce_scale)
+    if "cosent" in datasets:
+        losses["cosent"] = CoSENTLoss(trained)
     if config.matryoshka_dims:
-        losses = {name: MatryoshkaLoss(model, loss, list(config.matryoshka_dims)) for name, loss in losses.items()}
+        losses = {name: MatryoshkaLoss(trained, loss, list(config.matryoshka_dims)) for name, loss in losses.items()}
     counts = {name: len(ds) for name, ds in datasets.items()}
-    if config.trainable_layers:
-        freeze_lower_layers(model, config.trainable_layers)
     torch.manual_seed(config.seed)
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
         args = SentenceTransformerTrainingArguments(
@@ -155,13 +184,13 @@ def train_embedder(config: EmbedderConfig, scale: LevelScale, pairs: Sequence[La
             warmup_steps=config.warmup_ratio, seed=config.seed, data_seed=config.seed,  # a float: a ratio
             batch_sampler=BatchSamplers.NO_DUPLICATES,  # a duplicate text in a batch is a false negative
             multi_dataset_batch_sampler=MultiDatasetBatchSamplers.ROUND_ROBIN,
-            prompts={"query": config.query_prompt, "document": config.document_prompt,
-                     **{f"negative_{i + 1}": config.document_prompt for i in range(config.hard_negatives)}},
+            prompts=prompts,
             save_strategy="no", report_to="none", logging_steps=10, disable_tqdm=True, use_cpu=True,
             dataloader_drop_last=True)
         single = len(datasets) == 1
-        trainer = SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=next(iter(datasets.values())) if single else datasets,
+        trainer_class = SentenceTransformerTrainer if trained is model else _stand_in_trainer()
+        trainer = trainer_class(
+            model=trained, args=args, train_dataset=next(iter(datasets.values())) if single else datasets,
             loss=next(iter(losses.values())) if single else losses,
             callbacks=[ProgressBar("training embedder", "loss", progress)])
         trainer.remove_callback(PrinterCallback)

@@ -15,7 +15,7 @@ import os
 import random
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,6 +74,17 @@ class LLMStats:
                 "requests": self.requests,
                 "answers": self.answers, "failed": self.failed, "retries": dict(self.retries),
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+    @classmethod
+    def merged(cls, usages: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """The sum of several processes' `as_dict()` (one per engine worker)."""
+        total = cls()
+        for usage in usages:
+            for name in ("lookups", "cache_hits", "requests", "answers", "failed", "prompt_tokens",
+                         "completion_tokens"):
+                setattr(total, name, getattr(total, name) + usage.get(name, 0))
+            total.retries.update(usage.get("retries", {}))
+        return total.as_dict()
 
 
 class ResponseCache:

@@ -1,0 +1,70 @@
+"""Embedder quality vs training budget on QBQTC dev: which loss, layers, steps and learning rate reach the
+real-only baseline (Spearman ≈ 0.52 after a full CoSENT epoch) within the embedder's 10-minute step budget.
+
+    .venv/bin/python benchmarks/embedder_budget.py --run RUN [--synthetic] --set loss=cosent --set steps=400 ...
+
+RUN is a finished `relevel run` of QBQTC (configs/qbqtc.yaml): its prepared train / unlabeled records, dev
+pairs, encoder store and (with --synthetic) kept synthetic queries are reused, so only the embedder trains.
+`--set FIELD=VALUE` overrides the run's `embedder:` settings (YAML values). One JSON line per measurement
+is appended to --log: wall seconds of the stored-state encoding and of training, and the dev metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from relevel.config import load_config
+from relevel.data.schema import LabeledPair
+from relevel.eval.evaluator import GradedEvaluator
+from relevel.models.embedder import train_embedder
+from relevel.pipeline.filter import kept_pairs
+from relevel.pipeline.io import read_records
+from relevel.pipeline.train_embedder import graded_pairs
+
+REPORTED = ("ndcg@10", "spearman", "ap@level>=1", "ap@level>=2", "ndcg@10@dim64")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--synthetic", action="store_true", help="add the run's kept synthetic queries")
+    parser.add_argument("--log", type=Path, default=Path("benchmarks/embedder_budget.jsonl"))
+    args = parser.parse_args()
+
+    run_config = load_config(args.run / "config.yaml")
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    config = run_config.embedder.model_copy(update=overrides)
+    pairs = [LabeledPair(**r) for r in read_records(args.run / "holdout" / "train")]
+    if args.synthetic:
+        pairs += [p for folder in sorted(args.run.glob("filter-r*")) for p in kept_pairs(folder / "kept")]
+    corpus = sorted({p.doc for p in pairs} | {r["text"] for r in read_records(args.run / "holdout" / "unlabeled")})
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        fit = train_embedder(config, run_config.scale, pairs, corpus, Path(scratch) / "model", Path(scratch),
+                             args.run / "cache" / "encodings", progress=True)
+        wall = time.perf_counter() - start
+        from relevel.models.embedder import load_embedder
+
+        model = load_embedder(Path(scratch) / "model")
+    evaluator = GradedEvaluator(graded_pairs(args.run / "ingest-dev" / "records"),
+                                run_config.scale.relevance_thresholds, config.matryoshka_dims,
+                                prompts={"query": config.query_prompt, "document": config.document_prompt})
+    metrics = evaluator(model)
+    row = {"date": time.strftime("%Y-%m-%d"), "overrides": overrides, "synthetic": args.synthetic,
+           "pairs": len(pairs), "wall_s": round(wall, 1), "train_s": round(fit["train_seconds"], 1),
+           "steps": fit["steps"], **{k: round(metrics[k], 4) for k in REPORTED if k in metrics}}
+    print(json.dumps(row, ensure_ascii=False))
+    with args.log.open("a") as handle:
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
