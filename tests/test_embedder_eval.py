@@ -80,6 +80,35 @@ def test_graded_infonce_is_infonce_when_every_weight_is_one_and_ignores_zero_wei
         assert float(only_first) == pytest.approx(float(-torch.log_softmax(scores, 0)[0]), rel=1e-4)
 
 
+def test_stored_lower_layers_embed_as_the_full_model_and_train_only_its_top_layers(offline_base, tmp_path):
+    import torch
+
+    from relevel.models.embedder import build_embedder
+    from relevel.models.embedder.config import EmbedderConfig
+    from relevel.models.embedder.losses import GradedInfoNCELoss
+    from relevel.models.embedder.stored_layers import stored_layers_model
+    from relevel.models.encoder import FrozenEncoder
+
+    model = build_embedder(EmbedderConfig(base_model=offline_base)).eval()
+    queries, docs = ["红烧肉做法", "手机壳", "北京天气"], ["红烧肉的家常做法视频", "苹果手机壳推荐", "北京今日天气预报"]
+    lower = FrozenEncoder(offline_base, 64, num_layers=8, store=tmp_path, special_tokens=True)
+    lower.encode(["query: " + q for q in queries] + ["passage: " + d for d in docs], "document")
+    stand_in = stored_layers_model(model, lower, trainable=4).eval()
+    with torch.no_grad():
+        for texts, prompt in ((queries, "query"), (docs, "document")):
+            full = model.encode(texts, prompt_name=prompt, convert_to_tensor=True)
+            stored = stand_in.encode(texts, prompt_name=prompt, convert_to_tensor=True)
+            assert torch.allclose(full, stored, atol=1e-3), prompt  # the store keeps float16 states
+
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    features = [stand_in.preprocess(queries, prompt="query: "), stand_in.preprocess(docs, prompt="passage: ")]
+    GradedInfoNCELoss(stand_in.train())(features, torch.ones(3)).backward()
+    torch.optim.SGD(stand_in.parameters(), lr=0.1).step()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(any(f"encoder.layer.{i}." in name for i in range(8, 12)) for name in changed)
+    assert {n.split("encoder.layer.")[1].split(".")[0] for n in changed} == {"8", "9", "10", "11"}
+
+
 def test_demo_experiment_saves_embedders_that_embed_eval_reads(demo_dir, tmp_path):
     import json
 
