@@ -6,8 +6,11 @@ import json
 import pytest
 
 from conftest import QBQTC, REPO, pair, relevel_cli, relevel_main, write_config, write_lines, write_table
+from relevel.config import load_config
 from relevel.data.schema import normalize_text
 from relevel.pipeline.io import read_records
+from relevel.pipeline.judge import TrainJudge
+from relevel.pipeline.run import estimate_run, plan_table
 
 
 def bad_file(tmp_path):
@@ -84,8 +87,33 @@ def test_qbqtc_run_keeps_evaluation_data_out_of_training(tmp_path):
 
     again = relevel_cli("run", "--config", REPO / "configs" / "qbqtc.yaml", "--out", run_dir, "--dry-run")
     assert again.returncode == 0 and again.stdout.count("cached") == 5 and "│ judge " in again.stdout
+    estimates = {e.planned.step.name: e for e in estimate_run(load_config(REPO / "configs" / "qbqtc.yaml"), run_dir)}
+    assert estimates["judge"].records == len(train)  # a finished step's real counts size the steps after it
+    assert estimates["holdout"].seconds == 0 and estimates["judge"].seconds > 0
     wrong = relevel_cli("run", "--config", REPO / "configs" / "qbqtc.yaml", "--out", run_dir, "--until", "stage9")
     assert wrong.returncode == 2 and "has the steps ingest-train" in wrong.stderr
+
+
+def test_dry_run_projects_records_model_calls_llm_requests_and_time(tmp_path):
+    """AMENDMENTS: the plan gives record counts, judge calls, LLM tokens and a projected time."""
+    config = load_config(REPO / "configs" / "qbqtc-llm.yaml")
+    estimates = {e.planned.step.name: e for e in estimate_run(config, tmp_path / "run")}
+    assert estimates["ingest-train"].records == 15129 and estimates["ingest-unlabeled"].records == 7485
+    linking = config.linking
+    links = (15129 + 7485) * (linking.top + linking.middle + linking.random)  # every document of both splits
+    assert estimates["link"].work.outputs == {"links": links} and estimates["reannotate"].work.judge_calls == links
+    requested = config.synthesis.documents_per_round * config.synthesis.candidates
+    assert estimates["synthesize-r1"].work.generated == requested == estimates["judge-r1"].work.judge_calls
+    assert estimates["judge"].seconds == pytest.approx(15129 * TrainJudge.SECONDS_PER_ITEM)
+    assert estimates["embed-real-s0"].records == config.embedder.steps
+    # LLM steps: requests and tokens, and no time (the server's speed is not known)
+    prompt_only = estimates["synthesize-prompt-only"]
+    assert prompt_only.llm_requests == prompt_only.work.generated // config.synthesis.candidates > 0
+    assert prompt_only.llm_tokens > prompt_only.llm_requests * config.llm.max_tokens and prompt_only.seconds is None
+    assert estimates["filter-r1"].llm_requests > 0 and estimates["reannotate"].llm_requests == 0
+    total = plan_table(tmp_path / "run", list(estimates.values())).rows[-1]
+    assert total[0] == "total" and total[3] == sum(e.work.judge_calls for e in estimates.values() if e.work)
+    assert total[6] == sum(e.llm_tokens for e in estimates.values()) and "unknown" in total[7]
 
 
 def test_demo_needs_no_arguments_and_runs_offline_from_any_folder(demo_dir):

@@ -296,11 +296,7 @@ def run_command(
     """Run every built stage of the pipeline; finished steps are cache hits, interrupted ones resume."""
     cfg = _config(config, on_error)
     if dry_run:
-        plan = run_module.make_pipeline(cfg, out, until).plan()
-        print_table(Table(f"Plan for {out}", ["step", "status", "inputs", "key"],
-                          [[p.step.name, p.status, ", ".join(f"{k}={v}" for k, v in p.step.bind.items())
-                            or ", ".join(str(f) for f in p.step.input_files().values()), p.key[:12]]
-                           for p in plan]))
+        print_table(run_module.plan_table(out, run_module.estimate_run(cfg, out, until)))
         _print_not_built()
         return
     with _resumable():

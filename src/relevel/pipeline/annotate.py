@@ -17,7 +17,7 @@ from relevel.data.schema import LabeledPair, normalize_text
 from relevel.data.stats import pair_stats
 from relevel.models.bm25 import BM25Index
 from relevel.pipeline.io import ChunkedOutputs, batched, read_records
-from relevel.pipeline.step import Step, StepContext, StepResult
+from relevel.pipeline.step import Step, StepContext, StepResult, Work
 
 SEARCH_BATCH = 512  # documents per BM25 call: bounds the (documents × depth) result arrays
 
@@ -43,8 +43,17 @@ class LinkCandidates(Step):
     inputs: ClassVar[tuple[str, ...]] = ("train",)
     optional_inputs: ClassVar[tuple[str, ...]] = ("unlabeled",)
     outputs: ClassVar[tuple[str, ...]] = ("links",)
+    SECONDS_PER_ITEM: ClassVar[float] = 0.0013  # per document
 
     config: LinkingConfig
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        if "train" not in sizes:
+            return None
+        # at most one document per training pair; the per-query cap and labelled pairs lower the links a little
+        documents = sum(sizes.get(split, 0) for split in self.config.documents)
+        per_document = self.config.top + self.config.middle + self.config.random
+        return Work(documents, {"links": documents * per_document})
 
     def run(self, ctx: StepContext) -> StepResult:
         config = self.config
@@ -140,9 +149,15 @@ class BuildD2Q(Step):
 
     inputs: ClassVar[tuple[str, ...]] = ("train", "links", "predictions")
     outputs: ClassVar[tuple[str, ...]] = ("pairs", "documents")
+    SECONDS_PER_ITEM: ClassVar[float] = 6e-5  # per link
 
     scale: LevelScale
     config: AnnotationConfig
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        if "links" not in sizes or "train" not in sizes:
+            return None
+        return Work(sizes["links"], {"pairs": sizes["train"] + sizes["links"]})  # at most: every link kept
 
     def run(self, ctx: StepContext) -> StepResult:
         human = unique_human_pairs(read_records(ctx.inputs["train"]))

@@ -14,7 +14,7 @@ from relevel.data.schema import LabeledPair, normalize_text
 from relevel.models.llm.config import LLMConfig
 from relevel.models.llm.order import LLMOrderCheck
 from relevel.pipeline.io import ChunkedOutputs, read_records
-from relevel.pipeline.step import Step, StepContext, StepResult
+from relevel.pipeline.step import Step, StepContext, StepResult, Work
 from relevel.pipeline.synthesize import level_counts, plan_levels
 
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -59,12 +59,19 @@ class FilterCandidates(Step):
     inputs: ClassVar[tuple[str, ...]] = ("candidates", "predictions", "train")
     optional_inputs: ClassVar[tuple[str, ...]] = ("kept",)  # the previous round's filter
     outputs: ClassVar[tuple[str, ...]] = ("kept", "dropped")
+    SECONDS_PER_ITEM: ClassVar[float] = 1e-4  # per candidate
 
     scale: LevelScale
     config: SynthesisConfig
     round: int
     generator: str  # the checkpoint that wrote this round's candidates, recorded with each kept query
     llm: LLMConfig | None = None  # with an endpoint: also the LLM's pairwise order check
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        if "candidates" not in sizes:
+            return None
+        # at most: every candidate kept (the yield is what the round measures)
+        return Work(sizes["candidates"], {"kept": sizes["candidates"] + sizes.get("kept", 0)})
 
     def run(self, ctx: StepContext) -> StepResult:
         earlier = list(read_records(ctx.inputs["kept"])) if "kept" in ctx.inputs else []

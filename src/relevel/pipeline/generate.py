@@ -17,7 +17,7 @@ from relevel.models.generator.config import GeneratorConfig
 from relevel.models.judge import load_judge
 from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import ChunkedOutputs, read_records
-from relevel.pipeline.step import RUNTIME, Step, StepContext, StepResult, encoder_store
+from relevel.pipeline.step import RUNTIME, Step, StepContext, StepResult, Work, encoder_store
 
 
 @dataclass(kw_only=True)
@@ -27,9 +27,20 @@ class TrainGenerator(Step):
     VERSION: ClassVar[int] = 2  # the pointer-generator decoder: a saved copy-bias decoder must not load as one
     inputs: ClassVar[tuple[str, ...]] = ("pairs",)
     outputs: ClassVar[tuple[str, ...]] = ("model",)
+    SECONDS_PER_ITEM: ClassVar[float] = 0.029  # per example and epoch, the default (seq2seq) generator
 
     scale: LevelScale
     config: GeneratorConfig
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        if self.config.backend == "llm-prompt":
+            return Work(0)  # it only picks its few-shot examples
+        if "pairs" not in sizes:
+            return None
+        examples = sizes["pairs"] + sizes.get("synthetic", 0)
+        if self.config.max_examples is not None:
+            examples = min(examples, self.config.max_examples)
+        return Work(round(examples * self.config.epochs))  # early stopping may use fewer epochs
 
     def run(self, ctx: StepContext) -> StepResult:
         pairs = self.training_pairs(ctx)
@@ -90,12 +101,22 @@ class ControlAccuracy(Step):
 
     inputs: ClassVar[tuple[str, ...]] = ("generator", "judge", "documents", "train")
     outputs: ClassVar[tuple[str, ...]] = ("generated",)
+    SECONDS_PER_ITEM: ClassVar[float] = 0.04  # per generated query, judged by the held-out judge
 
     scale: LevelScale
     documents: int = 300
     queries_per_level: int = 2
     seed: int = 0
     batch_size: int = field(default=64, metadata=RUNTIME)
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        if "documents" not in sizes:
+            return None
+        documents = min(self.documents, sizes["documents"])
+        generated = documents * self.scale.num_levels * self.queries_per_level
+        # judged: the generated queries, the trivial baselines' and the real queries at their human level
+        judged = generated + len(BASELINES) * documents + sizes["documents"]
+        return Work(generated, {"generated": generated}, judge_calls=judged, generated=generated)
 
     def run(self, ctx: StepContext) -> StepResult:
         docs = self._documents(ctx)

@@ -13,7 +13,7 @@ from relevel.data.scale import LevelScale
 from relevel.data.schema import Document, LabeledPair, normalize_text
 from relevel.data.validation import DatasetSpec, OnError, RecordKind, RecordReader, Reject
 from relevel.pipeline.io import ChunkedOutputs, read_records
-from relevel.pipeline.step import INPUT_FILE, RecordStep, StepContext
+from relevel.pipeline.step import INPUT_FILE, RecordStep, StepContext, Work
 
 
 @dataclass(kw_only=True)
@@ -22,6 +22,7 @@ class IngestSplit(RecordStep):
 
     outputs: ClassVar[tuple[str, ...]] = ("records", "rejects")
     uses_engine: ClassVar[bool] = False  # the reading is the work, and it happens in `items`
+    SECONDS_PER_ITEM: ClassVar[float] = 7e-5
 
     path: Path = field(metadata=INPUT_FILE)
     kind: RecordKind
@@ -40,11 +41,17 @@ class IngestSplit(RecordStep):
             "rejects": [r.to_dict() for r in batch if isinstance(r, Reject)],
         }
 
-    def total(self, ctx: StepContext) -> int | None:
+    def total(self, ctx: StepContext | None) -> int | None:
         if detect_format(self.path, self.spec.format) == "parquet":
-            return None
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(self.path).metadata.num_rows
         with self.path.open("rb") as handle:
             return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        lines = self.total(None) if self.path.is_file() else None
+        return Work(lines, {"records": lines}) if lines is not None else None
 
     def metrics(self, ctx: StepContext, outputs: ChunkedOutputs) -> dict[str, Any]:
         return self._reader.report.to_dict()  # items() made it; the reader counts while it reads
@@ -58,6 +65,10 @@ class HoldOutEvaluation(RecordStep):
     inputs: ClassVar[tuple[str, ...]] = ("train", "eval")
     optional_inputs: ClassVar[tuple[str, ...]] = ("unlabeled",)
     outputs: ClassVar[tuple[str, ...]] = ("train", "unlabeled", "removed")
+    SECONDS_PER_ITEM: ClassVar[float] = 4e-5
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:  # removals are few: sizes pass through
+        return Work(sum(sizes.values()), {k: v for k, v in sizes.items() if k in self.outputs})
     uses_engine: ClassVar[bool] = False  # set lookups: cheaper here than the trip to an actor
 
     def items(self, ctx: StepContext) -> Iterable[tuple[str, dict]]:

@@ -19,7 +19,7 @@ from relevel.models.judge import Judge, create_judge, load_judge
 from relevel.models.judge.base import softmax
 from relevel.models.judge.config import JudgeConfig
 from relevel.pipeline.io import ChunkedOutputs, read_records
-from relevel.pipeline.step import INPUT_FILE, RUNTIME, RecordStep, Step, StepContext, StepResult, encoder_store
+from relevel.pipeline.step import INPUT_FILE, RUNTIME, RecordStep, Step, StepContext, StepResult, Work, encoder_store
 
 HALF_SEED = 7919  # any fixed seed other than the tune split's: the halves must not line up with tune
 
@@ -30,12 +30,17 @@ class TrainJudge(Step):
 
     inputs: ClassVar[tuple[str, ...]] = ("train",)
     outputs: ClassVar[tuple[str, ...]] = ("model",)
+    SECONDS_PER_ITEM: ClassVar[float] = 0.03  # per training pair, the default (embedding-features) judge
 
     scale: LevelScale
     config: JudgeConfig
     # "held-out": train on one query-disjoint half only; the judge that scores control accuracy then never
     # saw the other half's queries (AMENDMENTS: a held-out judge, never used to filter).
     subset: Literal["all", "held-out"] = "all"
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        pairs = sizes.get("train")
+        return Work(pairs // 2 if self.subset == "held-out" else pairs) if pairs is not None else None
 
     def run(self, ctx: StepContext) -> StepResult:
         pairs = [LabeledPair(**r) for r in read_records(ctx.inputs["train"])]
@@ -62,6 +67,7 @@ class JudgePairs(RecordStep):
     inputs: ClassVar[tuple[str, ...]] = ("pairs",)
     optional_inputs: ClassVar[tuple[str, ...]] = ("judge",)
     outputs: ClassVar[tuple[str, ...]] = ("predictions",)
+    SECONDS_PER_ITEM: ClassVar[float] = 0.003  # per pair, with most texts' encodings already stored
 
     scale: LevelScale
     model: Path | None = field(default=None, metadata=INPUT_FILE)
@@ -79,6 +85,10 @@ class JudgePairs(RecordStep):
 
     def total(self, ctx: StepContext) -> int | None:
         return sum(1 for _ in read_records(ctx.inputs["pairs"]))
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        pairs = sizes.get("pairs")
+        return Work(pairs, {"predictions": pairs}, judge_calls=pairs) if pairs is not None else None
 
     def process(self, batch: list[dict]) -> dict[str, list[dict]]:
         if self._judge is None:  # loaded on the first chunk that needs work: a fully resumed step skips it

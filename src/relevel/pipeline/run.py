@@ -18,6 +18,7 @@ from relevel.eval.generation import control_tables
 from relevel.eval.plots import control_by_round, level_distribution, metrics_by_variant
 from relevel.eval.report import Table, documents_table, level_table, structure_table, write_report
 from relevel.pipeline.annotate import BuildD2Q, LinkCandidates
+from relevel.pipeline.estimate import LLMCalls, StepEstimate, estimate_plan
 from relevel.pipeline.filter import FilterCandidates
 from relevel.pipeline.generate import ControlAccuracy, RetrainGenerator, TrainGenerator
 from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
@@ -26,7 +27,7 @@ from relevel.pipeline.judge import JudgePairs, TrainJudge
 from relevel.pipeline.review import human_check_sections
 from relevel.pipeline.runner import RUN_CONFIG, Pipeline, StepOutcome, check_run_dir, pipeline_for, read_manifest
 from relevel.pipeline.stats import DataStats
-from relevel.pipeline.step import Step
+from relevel.pipeline.step import Step, Work
 from relevel.pipeline.synthesize import GenerateCandidates
 from relevel.pipeline.train_embedder import VARIANTS, EvaluateBM25, EvaluateEmbedder, TrainEmbedder
 
@@ -193,6 +194,73 @@ def baseline_synthesis_steps(config: RunConfig, prepared: dict[str, str], baseli
                          scale=config.scale, config=synthesis, round=1, generator=generator,
                          llm=config.llm if synthesis.llm_order_check else None),
     ]
+
+
+# Tokens of one LLM request, for the dry run: its prompt rendered around a 10-character query and a 60-character
+# document (QBQTC-like), at about 3 characters a token, plus the longest answer allowed (an upper bound).
+SAMPLE_TEXTS = {"query": "查" * 10, "document": "文" * 60}
+CHARS_PER_TOKEN = 3
+
+
+def request_tokens(config: RunConfig, llm, task: str) -> int:
+    from relevel.models.llm.prompts import Prompts
+
+    scale, few_shot = config.scale, config.generator.few_shot_per_level
+    example = {"query": SAMPLE_TEXTS["query"], "document": SAMPLE_TEXTS["document"], "level": 0}
+    variables = {"scale": scale, "level": scale.levels[0], "n": config.synthesis.candidates,
+                 "examples": [example] * (few_shot * scale.num_levels), "query_a": SAMPLE_TEXTS["query"],
+                 "query_b": SAMPLE_TEXTS["query"], **SAMPLE_TEXTS}
+    messages = Prompts(llm.prompts_dir).messages(task, **variables)
+    return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + llm.max_tokens
+
+
+def llm_calls(config: RunConfig, steps: list[Step]) -> LLMCalls:
+    """Which steps ask an LLM, how many requests their work makes, and the tokens of one."""
+    judge, generator_llm = config.judge, {f"{s.name}/model": s.config.llm or config.llm for s in steps
+                                          if isinstance(s, TrainGenerator) and s.config.backend == "llm-prompt"}
+
+    def calls(step: Step, work: Work) -> tuple[int, int]:
+        asked: list[tuple[int, object, str]] = []  # (requests, endpoint, prompt)
+        if judge.backend == "llm" and isinstance(step, JudgePairs | ControlAccuracy):
+            asked.append((work.judge_calls, judge.llm or config.llm, "judge"))
+        if judge.backend == "llm" and isinstance(step, TrainJudge):
+            asked.append((judge.calibration_pairs, judge.llm or config.llm, "judge"))
+        if judge.backend == "reasoning-lm" and judge.reasoning and isinstance(step, TrainJudge):
+            asked.append((min(work.items, judge.train_examples), judge.llm or config.llm, "teacher"))
+        if step.bind.get("generator") in generator_llm and work.generated:
+            per_request = (config.synthesis.candidates if isinstance(step, GenerateCandidates)
+                           else config.control.queries_per_level)
+            asked.append((work.generated // per_request, generator_llm[step.bind["generator"]], "synthesize"))
+        if isinstance(step, FilterCandidates) and step.llm is not None:
+            asked.append((work.items, step.llm, "order"))  # at most one comparison per candidate
+        requests = sum(n for n, _, _ in asked)
+        tokens = sum(n * request_tokens(config, llm, task) for n, llm, task in asked)
+        return requests, tokens // requests if requests else 0
+
+    return calls
+
+
+def estimate_run(config: RunConfig, run_dir: Path, until: str | None = None) -> list[StepEstimate]:
+    pipeline = make_pipeline(config, run_dir, until)
+    return estimate_plan(pipeline.plan(), run_dir, llm_calls(config, pipeline.steps))
+
+
+def plan_table(run_dir: Path, estimates: list[StepEstimate]) -> Table:
+    def count(value: int | None) -> object:
+        return value if value else "" if value == 0 else "?"
+
+    rows = [[e.planned.step.name, e.planned.status, count(e.records), count(e.work.judge_calls if e.work else 0),
+             count(e.work.generated if e.work else 0), count(e.llm_requests), count(e.llm_tokens),
+             "?" if e.seconds is None else f"{e.seconds / 60:.1f}"] for e in estimates]
+    pending = [e for e in estimates if e.planned.status != "cached"]
+    unknown = sum(e.seconds is None for e in pending)
+    rows.append(["total", f"{len(pending)} to run", "", sum(e.work.judge_calls for e in pending if e.work),
+                 sum(e.work.generated for e in pending if e.work), sum(e.llm_requests for e in pending),
+                 sum(e.llm_tokens for e in pending),
+                 f"{sum(e.seconds or 0 for e in pending) / 60:.0f}" + (f" + {unknown} unknown" if unknown else "")])
+    return Table(f"Plan for {run_dir} (projected minutes on the reference 2-core CPU machine; counts after a "
+                 "filter are upper bounds)", ["step", "status", "records", "judge calls", "generated queries",
+                                              "LLM requests", "LLM tokens", "minutes"], rows)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from relevel.data.scale import LevelScale
 from relevel.data.schema import Document, LabeledPair
 from relevel.data.stats import document_stats, pair_stats
 from relevel.pipeline.io import read_records
-from relevel.pipeline.step import Step, StepContext, StepResult
+from relevel.pipeline.step import Step, StepContext, StepResult, Work
 
 PAIR_SPLITS = ("train", "dev")
 
@@ -17,6 +17,10 @@ PAIR_SPLITS = ("train", "dev")
 @dataclass(kw_only=True)
 class DataStats(Step):
     optional_inputs: ClassVar[tuple[str, ...]] = ("train", "dev", "unlabeled")
+    SECONDS_PER_ITEM: ClassVar[float] = 2e-5
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        return Work(sum(sizes.values()))
 
     scale: LevelScale
 

@@ -47,6 +47,18 @@ class StepResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Work:
+    """What a step is expected to do, for `relevel run --dry-run`: the items it handles (what its time scales
+    with), the judge and generator calls among them, and its outputs' expected record counts, which size the
+    steps after it."""
+
+    items: int
+    outputs: dict[str, int] = field(default_factory=dict)
+    judge_calls: int = 0
+    generated: int = 0  # queries written by the generator
+
+
 @dataclass(kw_only=True)
 class Step(ABC):
     """One unit of work in a run. Subclasses declare `inputs`/`outputs` and implement `run`."""
@@ -55,12 +67,19 @@ class Step(ABC):
     inputs: ClassVar[tuple[str, ...]] = ()  # input slots that must be bound
     optional_inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()  # output folders under the step's directory
+    # Wall seconds per `Work.items` item, measured on the reference machine (2 CPU cores; the QBQTC run in
+    # benchmarks/RESULTS.md): what a dry run projects time with.
+    SECONDS_PER_ITEM: ClassVar[float] = 0.0
 
     name: str
     bind: dict[str, str] = field(default_factory=dict)  # input slot -> "step-name/output"
 
     @abstractmethod
     def run(self, ctx: StepContext) -> StepResult: ...
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        """Expected work, given the expected record count of each bound input slot (None: not estimated)."""
+        return None
 
     def identity(self) -> dict[str, Any]:
         """Parameters that define the output (the cache key's part that comes from this step)."""

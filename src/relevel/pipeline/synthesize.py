@@ -15,7 +15,7 @@ from relevel.config import SynthesisConfig
 from relevel.data.scale import LevelScale
 from relevel.models.generator import QueryGenerator, load_generator
 from relevel.pipeline.io import ChunkedOutputs, read_records
-from relevel.pipeline.step import RecordStep, StepContext, encoder_store
+from relevel.pipeline.step import RecordStep, StepContext, Work, encoder_store
 
 MIN_YIELD = 0.05  # a level that kept nothing last round still gets requests, just not unboundedly many
 
@@ -94,10 +94,19 @@ class GenerateCandidates(RecordStep):
     inputs: ClassVar[tuple[str, ...]] = ("generator", "documents", "train")
     optional_inputs: ClassVar[tuple[str, ...]] = ("kept", "dropped")  # the previous round's filter
     outputs: ClassVar[tuple[str, ...]] = ("candidates",)
+    SECONDS_PER_ITEM: ClassVar[float] = 0.032  # per candidate query
 
     scale: LevelScale
     config: SynthesisConfig
     round: int
+
+    def estimate(self, sizes: dict[str, int]) -> Work | None:
+        if "documents" not in sizes:
+            return None
+        documents = min(self.config.documents_per_round or sizes["documents"], sizes["documents"])
+        # at most: a round whose plan is already met requests nothing
+        candidates = documents * self.config.requests_per_document * self.config.candidates
+        return Work(candidates, {"candidates": candidates}, generated=candidates)
 
     def plan(self, ctx: StepContext) -> tuple[LevelPlan, list[dict]]:
         kept = list(read_records(ctx.inputs["kept"])) if "kept" in ctx.inputs else []
