@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import QBQTC, REPO, pair, relevel_cli, relevel_main, write_config, write_lines, write_table
-from relevel.config import load_config
+from relevel.config import RewriteConfig, load_config
 from relevel.data.schema import normalize_text
 from relevel.pipeline.io import read_records
 from relevel.pipeline.judge import TrainJudge
@@ -114,6 +114,9 @@ def test_dry_run_projects_records_model_calls_llm_requests_and_time(tmp_path):
     total = plan_table(tmp_path / "run", list(estimates.values())).rows[-1]
     assert total[0] == "total" and total[3] == sum(e.work.judge_calls for e in estimates.values() if e.work)
     assert total[6] == sum(e.llm_tokens for e in estimates.values()) and "unknown" in total[7]
+    rewriting = config.model_copy(update={"rewrite": RewriteConfig(fields=("title",), llm=config.llm)})
+    rewrite = {e.planned.step.name: e for e in estimate_run(rewriting, tmp_path / "run")}["rewrite-train"]
+    assert rewrite.llm_requests == 15129 and rewrite.llm_tokens > 15129 * config.llm.max_tokens
 
 
 def test_demo_needs_no_arguments_and_runs_offline_from_any_folder(demo_dir):

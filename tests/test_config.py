@@ -87,3 +87,14 @@ def test_bad_config_files_name_the_file_and_what_is_wrong(tmp_path):
     path.write_text(good + "scael: 4\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="key 'scael': unknown key; did you mean 'scale'"):
         load_config(path)
+
+
+def test_rewrite_takes_the_shared_endpoint_and_needs_one(tmp_path):
+    path = write_config(tmp_path / "c.yaml", "train.jsonl")
+    base = path.read_text()
+    path.write_text(base + "rewrite: {fields: [title, asr]}\n")
+    with pytest.raises(ConfigError, match="rewrite needs an LLM endpoint"):
+        load_config(path)
+    path.write_text(base + "rewrite: {fields: [title, asr]}\nllm: {base_url: 'http://127.0.0.1:1/v1', model: m}\n")
+    config = load_config(path)
+    assert config.rewrite.llm == config.llm and config.rewrite.output == "video_text"

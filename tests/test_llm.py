@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import relevel_cli, write_lines
+from conftest import REPO, relevel_cli, write_lines
 from llm_server import FaultProxy, llama_server_command
 from relevel.data.scale import Level, LevelScale
 from relevel.data.schema import LabeledPair
@@ -27,6 +28,7 @@ from relevel.models.llm.config import LLMConfig
 from relevel.models.llm.parse import level_logits, level_of, queries_of
 from relevel.models.llm.prompts import Prompts
 from relevel.models.llm.serve import free_port
+from relevel.pipeline.io import read_records
 from relevel.pipeline.step import _jsonable
 
 SCALE = LevelScale(levels=(Level(value=0, name="poor", description="does not meet the intent"),
@@ -247,6 +249,68 @@ runtime: {{progress: false}}
     report = (tmp_path / "run" / "report.md").read_text()
     assert "LLM requests per step" in report
     assert not any(canary in p.read_text(errors="ignore") for p in (tmp_path / "run").rglob("*") if p.is_file())
+
+
+def test_content_rewrite_fills_the_template_field_before_ingest_and_reruns_from_the_cache(llm_server, tmp_path):
+    """`rewrite:` turns each row's rich fields into the `video_text` the template renders; a row already
+    filled is kept, a row with no field to rewrite is a reject naming its line in the user's file; a rerun
+    asks the server nothing."""
+    demo = [json.loads(line) for line in (REPO / "src" / "relevel" / "demo" / "train.jsonl").read_text(
+        encoding="utf-8").splitlines()[:7]]
+    rows = [{"id": r["id"], "query": r["query"], "title": r["title"], "ocr": r["video_text"][:20],
+             "asr": r["video_text"], "tags": "短视频", "label": r["label"]} for r in demo[:6]]
+    rows.append(demo[6])  # video_text already there: kept as it is
+    rows.append({"id": 99, "query": "无内容", "label": 0})  # nothing to rewrite, and no title either
+    train = write_lines(tmp_path / "train.jsonl", rows)
+    config = tmp_path / "rewrite.yaml"
+    config.write_text(f"""\
+name: rewrite-slice
+scale:
+  levels:
+    - {{value: 0, name: poor, description: "does not meet the intent"}}
+    - {{value: 1, name: partial, description: "key entities related, important aspects mismatched"}}
+    - {{value: 2, name: good, description: "mostly meets it"}}
+    - {{value: 3, name: perfect, description: "fully meets the intent"}}
+data:
+  train: {train}
+  fields: {{id: id, query: query, level: label}}
+  document: {{template: "Title:{{title}};Video_text:{{video_text}}"}}
+  on_error: reject
+llm:
+  base_url: {llm_server.base_url}
+  model: smollm2
+  cache_dir: {tmp_path / "llm-cache"}
+  max_tokens: 96
+  response_format: llama_cpp_schema
+rewrite:
+  fields: [title, ocr, asr, tags]
+  max_chars: 120
+runtime: {{progress: false}}
+""", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    args = ["run", "--config", config, "--out", run_dir, "--until", "ingest-train"]
+    result = relevel_cli(*args)
+    assert result.returncode == 0, result.stderr
+    rewrite = json.loads((run_dir / "rewrite-train" / "manifest.json").read_text())["metrics"]
+    outcomes = rewrite["rows"]
+    assert outcomes["rewritten"] + outcomes.get("unparseable", 0) == 6
+    assert outcomes["already filled"] == 1 and outcomes["no field to rewrite"] == 1
+    assert rewrite["llm"]["answers"] == outcomes["rewritten"] >= 1
+
+    records = list(read_records(run_dir / "ingest-train" / "records"))
+    rejects = list(read_records(run_dir / "ingest-train" / "rejects"))
+    assert len(records) == 1 + outcomes["rewritten"] and len(rejects) == 1 + outcomes.get("unparseable", 0)
+    texts = [r["doc"].split(";Video_text:", 1)[1] for r in records]
+    assert all(0 < len(text) <= 120 for text in texts) and demo[6]["video_text"] in texts
+    assert {"path": str(train), "line": 8, "field": "title"}.items() <= rejects[-1].items()
+
+    for step in ("rewrite-train", "ingest-train"):
+        shutil.rmtree(run_dir / step)
+    again = relevel_cli(*args)
+    assert again.returncode == 0, again.stderr
+    usage = json.loads((run_dir / "rewrite-train" / "manifest.json").read_text())["metrics"]["llm"]
+    assert usage["requests"] == 0 and usage["cache_hits"] == usage["lookups"] >= 6
+    assert list(read_records(run_dir / "ingest-train" / "records")) == records
 
 
 def test_experiment_fills_the_prompt_only_and_vanilla_rows_on_a_small_slice(llm_server, tmp_path):

@@ -297,7 +297,6 @@ def run_command(
     cfg = _config(config, on_error)
     if dry_run:
         print_table(run_module.plan_table(out, run_module.estimate_run(cfg, out, until)))
-        _print_not_built()
         return
     with _resumable():
         result = run_module.run(cfg, out, _report_step, until)
@@ -330,17 +329,12 @@ def _finish(result: run_module.RunResult) -> None:
     print_table(run_module.steps_table(result.outcomes))
     console.print(f"rejected rows: {result.rejects}" + (f" (→ {result.run_dir / 'rejects.jsonl'})"
                                                         if result.rejects else ""))
-    _print_not_built()
     console.print(f"report: [bold]{result.report}[/bold]")
 
 
 def _print_blocks(blocks: list) -> None:
     for block in blocks:
         print_table(block) if isinstance(block, Table) else console.print(block)
-
-
-def _print_not_built() -> None:
-    console.print("[yellow]not built yet:[/yellow] " + "; ".join(run_module.NOT_BUILT))
 
 
 @contextmanager

@@ -91,6 +91,21 @@ class LinkingConfig(BaseModel):
         return self
 
 
+class RewriteConfig(BaseModel):
+    """The LLM content-rewrite step before ingest: a document's rich fields → one concise text field that
+    `data.document.template` renders (e.g. `Title:{title};Video_text:{video_text}`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fields: tuple[str, ...] = Field(min_length=1, description="Rich fields the LLM reads, e.g. [title, ocr, asr, "
+                                    "tags]; missing or empty ones are left out of the prompt.")
+    output: str = Field("video_text", description="Field the rewritten text goes to; name it in the template.")
+    max_chars: int = Field(300, gt=0, description="Longest rewritten text (longer answers are cut).")
+    overwrite: bool = Field(False, description="Also rewrite rows whose output field is already filled "
+                            "(false: keep those as they are, without asking the LLM).")
+    llm: LLMConfig | None = Field(None, description="Its endpoint (default: the config's `llm:`).")
+
+
 class AnnotationConfig(BaseModel):
     """Which judged links join the human pairs in the D2Q data."""
 
@@ -203,6 +218,8 @@ class RunConfig(BaseModel):
     name: str = Field(description="Run name, shown in reports.")
     scale: LevelScale
     data: DataConfig
+    rewrite: RewriteConfig | None = Field(None, description="LLM content rewrite of every split before ingest "
+                                          "(null: documents are rendered from their fields as they are).")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     linking: LinkingConfig = Field(default_factory=LinkingConfig)
     annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
@@ -227,6 +244,8 @@ class RunConfig(BaseModel):
             part = out.get(section)
             if isinstance(part, dict) and part.get("backend") in LLM_BACKENDS and part.get("llm") is None:
                 out[section] = {**part, "llm": raw["llm"]}
+        if isinstance(out.get("rewrite"), dict) and out["rewrite"].get("llm") is None:
+            out["rewrite"] = {**out["rewrite"], "llm": raw["llm"]}
         return out
 
     @model_validator(mode="after")
@@ -241,6 +260,8 @@ class RunConfig(BaseModel):
             raise ValueError("synthesis.target_distribution: shares must be ≥ 0 and not all 0")
         if self.synthesis.only == []:
             raise ValueError("synthesis.only: name at least one level (or leave it out)")
+        if self.rewrite is not None and self.rewrite.llm is None:
+            raise ValueError("rewrite needs an LLM endpoint: set `llm:` (or `rewrite.llm:`)")
         if self.synthesis.llm_order_check and self.llm is None:
             raise ValueError("synthesis.llm_order_check needs an LLM endpoint: set `llm:`")
         if self.experiment is not None and "prompt-only" in self.experiment.variants and self.llm is None:

@@ -4,7 +4,7 @@ field (`on_error="fail"`), or becomes a counted `Reject` (`on_error="reject"`); 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -106,7 +106,11 @@ class RecordReader:
 
     def read(self, path: Path) -> Iterator[LabeledPair | Pair | Document | Reject]:
         """Yields records and, with on_error="reject", `Reject`s, in file order."""
-        for row in iter_rows(Path(path), self.spec.format):
+        return self.read_rows(iter_rows(Path(path), self.spec.format))
+
+    def read_rows(self, rows: Iterable[RawRow]) -> Iterator[LabeledPair | Pair | Document | Reject]:
+        """As `read`, over rows already read (e.g. rewritten by an LLM), which keep their file and line."""
+        for row in rows:
             if row.blank:
                 self.report.blank_lines += 1
                 continue

@@ -13,6 +13,7 @@ from relevel.data.scale import LevelScale
 from relevel.data.schema import Document, LabeledPair, normalize_text
 from relevel.data.validation import DatasetSpec, OnError, RecordKind, RecordReader, Reject
 from relevel.pipeline.io import ChunkedOutputs, read_records
+from relevel.pipeline.rewrite import row_from_record
 from relevel.pipeline.step import INPUT_FILE, RecordStep, StepContext, Work
 
 
@@ -20,6 +21,7 @@ from relevel.pipeline.step import INPUT_FILE, RecordStep, StepContext, Work
 class IngestSplit(RecordStep):
     """Validates one input file into typed records (`records`) and, with on_error='reject', `rejects`."""
 
+    optional_inputs: ClassVar[tuple[str, ...]] = ("rows",)  # from a content rewrite of `path`
     outputs: ClassVar[tuple[str, ...]] = ("records", "rejects")
     uses_engine: ClassVar[bool] = False  # the reading is the work, and it happens in `items`
     SECONDS_PER_ITEM: ClassVar[float] = 7e-5
@@ -33,6 +35,8 @@ class IngestSplit(RecordStep):
 
     def items(self, ctx: StepContext) -> Iterator[LabeledPair | Document | Reject]:
         self._reader = RecordReader(self.spec, self.scale, self.kind, self.scope, self.on_error)
+        if "rows" in ctx.inputs:  # the file's rows as the content rewrite left them
+            return self._reader.read_rows(row_from_record(self.path, r) for r in read_records(ctx.inputs["rows"]))
         return self._reader.read(self.path)
 
     def process(self, batch: list[LabeledPair | Document | Reject]) -> dict[str, list[dict]]:

@@ -25,27 +25,28 @@ from relevel.pipeline.ingest import HoldOutEvaluation, IngestSplit
 from relevel.pipeline.io import atomic_write_text, read_records
 from relevel.pipeline.judge import JudgePairs, TrainJudge
 from relevel.pipeline.review import human_check_sections
+from relevel.pipeline.rewrite import RewriteContent
 from relevel.pipeline.runner import RUN_CONFIG, Pipeline, StepOutcome, check_run_dir, pipeline_for, read_manifest
 from relevel.pipeline.stats import DataStats
 from relevel.pipeline.step import Step, Work
 from relevel.pipeline.synthesize import GenerateCandidates
 from relevel.pipeline.train_embedder import VARIANTS, EvaluateBM25, EvaluateEmbedder, TrainEmbedder
 
-# Stages of the SSRA pipeline that this version does not have yet; the run says so instead of faking them.
-NOT_BUILT = (
-    "the LLM content-rewrite step (issue 9)",
-)
 # Experiment variants whose synthetic queries come from another generator than SSRA's, in one round.
 BASELINE_GENERATORS = ("vanilla", "prompt-only")
 
 
 def build_steps(config: RunConfig) -> list[Step]:
     splits = config.data.splits()
-    steps: list[Step] = [
-        IngestSplit(name=f"ingest-{split}", path=path, kind="documents" if split == "unlabeled" else "pairs",
-                    scope=split, spec=config.data.spec(), scale=config.scale, on_error=config.data.on_error)
-        for split, path in splits.items()
-    ]
+    steps: list[Step] = []
+    for split, path in splits.items():
+        if config.rewrite is not None:
+            steps.append(RewriteContent(name=f"rewrite-{split}", path=path, format=config.data.format,
+                                        config=config.rewrite))
+        steps.append(IngestSplit(name=f"ingest-{split}", path=path, kind="documents" if split == "unlabeled"
+                                 else "pairs", scope=split, spec=config.data.spec(), scale=config.scale,
+                                 on_error=config.data.on_error,
+                                 bind={"rows": f"rewrite-{split}/rows"} if config.rewrite is not None else {}))
     prepared = {split: f"ingest-{split}/records" for split in splits}
     if "dev" in splits:
         holdout_bind = {"train": prepared["train"], "eval": prepared["dev"]}
@@ -205,9 +206,11 @@ CHARS_PER_TOKEN = 3
 def request_tokens(config: RunConfig, llm, task: str) -> int:
     from relevel.models.llm.prompts import Prompts
 
-    scale, few_shot = config.scale, config.generator.few_shot_per_level
+    scale, few_shot, rewrite = config.scale, config.generator.few_shot_per_level, config.rewrite
     example = {"query": SAMPLE_TEXTS["query"], "document": SAMPLE_TEXTS["document"], "level": 0}
     variables = {"scale": scale, "level": scale.levels[0], "n": config.synthesis.candidates,
+                 "fields": {name: SAMPLE_TEXTS["document"] for name in rewrite.fields} if rewrite else {},
+                 "max_chars": rewrite.max_chars if rewrite else 0,
                  "examples": [example] * (few_shot * scale.num_levels), "query_a": SAMPLE_TEXTS["query"],
                  "query_b": SAMPLE_TEXTS["query"], **SAMPLE_TEXTS}
     messages = Prompts(llm.prompts_dir).messages(task, **variables)
@@ -231,6 +234,8 @@ def llm_calls(config: RunConfig, steps: list[Step]) -> LLMCalls:
             per_request = (config.synthesis.candidates if isinstance(step, GenerateCandidates)
                            else config.control.queries_per_level)
             asked.append((work.generated // per_request, generator_llm[step.bind["generator"]], "synthesize"))
+        if isinstance(step, RewriteContent):
+            asked.append((work.items, step.config.llm, "rewrite"))  # at most: rows already filled are kept
         if isinstance(step, FilterCandidates) and step.llm is not None:
             asked.append((work.items, step.llm, "order"))  # at most one comparison per candidate
         requests = sum(n for n, _, _ in asked)
@@ -548,7 +553,6 @@ def write_run_report(config: RunConfig, run_dir: Path, outcomes: list[StepOutcom
           if config.experiment is not None else []),
         *([("LLM usage", [llm_usage_table(usage)])] if (usage := llm_usage(by_step)) else []),
         ("Steps", [steps_table(outcomes)]),
-        ("Not built yet", ["\n".join(f"- {stage}" for stage in NOT_BUILT)]),
         *human_check_sections(run_dir),  # from `relevel review import`; kept when the run rewrites the report
     ]
     return write_report(run_dir / "report.md", f"relevel run: {config.name}", sections)
