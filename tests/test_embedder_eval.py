@@ -137,6 +137,8 @@ def test_demo_experiment_saves_embedders_that_embed_eval_reads(demo_dir, tmp_pat
     assert "## Embedder experiment" in report and "paired per-query bootstrap" in report
     plots = ("metrics.png", "levels.png", "control.png")
     assert all((run_dir / "plots" / name).stat().st_size > 1000 for name in plots)
+    page = (run_dir / "report.html").read_text()  # the same report, self-contained
+    assert "<table>" in page and page.count('src="data:image/png;base64,') == report.count("](plots/")
     missing = relevel_cli("embed", "eval", "--config", "builtin:demo/demo.yaml", "--model", tmp_path, "--data",
                           REPO / "src" / "relevel" / "demo" / "dev.jsonl", "--out", tmp_path / "x")
     assert missing.returncode == 2 and "not a sentence-transformers model folder" in missing.stderr

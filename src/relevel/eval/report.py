@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +79,31 @@ def render_section(heading: str, blocks: list[Table | str]) -> str:
 
 
 def write_report(path: Path, title: str, sections: list[tuple[str, list[Table | str]]]) -> Path:
+    """`path` (Markdown) and, beside it, the same report as one self-contained HTML page."""
     parts = [f"# {title}\n"] + [render_section(heading, blocks) for heading, blocks in sections]
-    path.write_text("\n".join(parts), encoding="utf-8")
+    markdown = "\n".join(parts)
+    path.write_text(markdown, encoding="utf-8")
+    path.with_suffix(".html").write_text(report_html(title, markdown, path.parent), encoding="utf-8")
     return path
+
+
+_IMAGE = re.compile(r'<img src="([^":]+\.png)"')
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}"
+          "table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #ccc;padding:.25rem .6rem;"
+          "text-align:right}th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}"
+          "img{max-width:100%}code{background:#f3f3f3;padding:0 .2rem}")
+
+
+def report_html(title: str, markdown: str, base: Path) -> str:
+    """The Markdown report as HTML with its plots inlined, so the page opens anywhere, offline."""
+    from markdown_it import MarkdownIt
+
+    def inline(match: re.Match) -> str:
+        image = base / match.group(1)
+        if not image.is_file():
+            return match.group(0)
+        return f'<img src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"'
+
+    body = _IMAGE.sub(inline, MarkdownIt("commonmark").enable("table").render(markdown))
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{_STYLE}</style></head><body>\n{body}</body></html>\n")

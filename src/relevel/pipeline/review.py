@@ -31,7 +31,7 @@ from relevel.data.readers import detect_format, iter_rows
 from relevel.data.validation import Reject
 from relevel.errors import InputError, RelevelError
 from relevel.eval.plots import human_check
-from relevel.eval.report import Table, render_section
+from relevel.eval.report import Table, render_section, report_html
 from relevel.eval.review import judge_confusion, overall_precision, precision_by_level, weighted_kappa
 from relevel.pipeline.io import atomic_write_text, write_json
 
@@ -378,4 +378,5 @@ def update_report(config: RunConfig, run_dir: Path) -> Path:
         following = "\n" if match.end() < len(report) else ""  # keep the blank line before the next section
         report = report[:match.start()] + section + following + report[match.end():]
     atomic_write_text(path, report)
+    atomic_write_text(path.with_suffix(".html"), report_html(f"relevel run: {config.name}", report, run_dir))
     return path
