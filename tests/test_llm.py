@@ -256,10 +256,10 @@ def test_content_rewrite_fills_the_template_field_before_ingest_and_reruns_from_
     filled is kept, a row with no field to rewrite is a reject naming its line in the user's file; a rerun
     asks the server nothing."""
     demo = [json.loads(line) for line in (REPO / "src" / "relevel" / "demo" / "train.jsonl").read_text(
-        encoding="utf-8").splitlines()[:7]]
+        encoding="utf-8").splitlines()[:4]]
     rows = [{"id": r["id"], "query": r["query"], "title": r["title"], "ocr": r["video_text"][:20],
-             "asr": r["video_text"], "tags": "短视频", "label": r["label"]} for r in demo[:6]]
-    rows.append(demo[6])  # video_text already there: kept as it is
+             "asr": r["video_text"], "tags": "短视频", "label": r["label"]} for r in demo[:3]]
+    rows.append(demo[3])  # video_text already there: kept as it is
     rows.append({"id": 99, "query": "无内容", "label": 0})  # nothing to rewrite, and no title either
     train = write_lines(tmp_path / "train.jsonl", rows)
     config = tmp_path / "rewrite.yaml"
@@ -293,7 +293,7 @@ runtime: {{progress: false}}
     assert result.returncode == 0, result.stderr
     rewrite = json.loads((run_dir / "rewrite-train" / "manifest.json").read_text())["metrics"]
     outcomes = rewrite["rows"]
-    assert outcomes["rewritten"] + outcomes.get("unparseable", 0) == 6
+    assert outcomes["rewritten"] + outcomes.get("unparseable", 0) == 3
     assert outcomes["already filled"] == 1 and outcomes["no field to rewrite"] == 1
     assert rewrite["llm"]["answers"] == outcomes["rewritten"] >= 1
 
@@ -301,15 +301,15 @@ runtime: {{progress: false}}
     rejects = list(read_records(run_dir / "ingest-train" / "rejects"))
     assert len(records) == 1 + outcomes["rewritten"] and len(rejects) == 1 + outcomes.get("unparseable", 0)
     texts = [r["doc"].split(";Video_text:", 1)[1] for r in records]
-    assert all(0 < len(text) <= 120 for text in texts) and demo[6]["video_text"] in texts
-    assert {"path": str(train), "line": 8, "field": "title"}.items() <= rejects[-1].items()
+    assert all(0 < len(text) <= 120 for text in texts) and demo[3]["video_text"] in texts
+    assert {"path": str(train), "line": 5, "field": "title"}.items() <= rejects[-1].items()
 
     for step in ("rewrite-train", "ingest-train"):
         shutil.rmtree(run_dir / step)
     again = relevel_cli(*args)
     assert again.returncode == 0, again.stderr
     usage = json.loads((run_dir / "rewrite-train" / "manifest.json").read_text())["metrics"]["llm"]
-    assert usage["requests"] == 0 and usage["cache_hits"] == usage["lookups"] >= 6
+    assert usage["requests"] == 0 and usage["cache_hits"] == usage["lookups"] >= 3
     assert list(read_records(run_dir / "ingest-train" / "records")) == records
 
 
