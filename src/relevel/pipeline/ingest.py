@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from relevel.data.readers import detect_format
+from relevel.data.readers import count_lines, detect_format
 from relevel.data.scale import LevelScale
 from relevel.data.schema import Document, LabeledPair, normalize_text
 from relevel.data.validation import DatasetSpec, OnError, RecordKind, RecordReader, Reject
@@ -50,8 +50,7 @@ class IngestSplit(RecordStep):
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(self.path).metadata.num_rows
-        with self.path.open("rb") as handle:
-            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+        return count_lines(self.path)
 
     def estimate(self, sizes: dict[str, int]) -> Work | None:
         lines = self.total(None) if self.path.is_file() else None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from relevel.config import RewriteConfig
-from relevel.data.readers import Format, RawRow, iter_rows
+from relevel.data.readers import Format, RawRow, count_lines, iter_rows
 from relevel.models.llm.rewrite import ContentRewriter
 from relevel.pipeline.io import ChunkedOutputs
 from relevel.pipeline.step import INPUT_FILE, RecordStep, StepContext, Work
@@ -46,8 +46,7 @@ class RewriteContent(RecordStep):
     def estimate(self, sizes: dict[str, int]) -> Work | None:
         if not self.path.is_file():
             return None
-        with self.path.open("rb") as handle:  # at most one request per line
-            lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+        lines = count_lines(self.path)  # at most one request per line
         return Work(lines, {"rows": lines})
 
     def process(self, batch: list[RawRow]) -> dict[str, list[dict]]:
