@@ -348,7 +348,7 @@ runtime: {{progress: false}}
     rows = [line for line in report.splitlines() if line.startswith("| prompt-only |") or line.startswith("| vanilla |")]
     assert len(rows) == 2 + 2 * 4  # the embedder table's two rows, and each baseline's per-level rows
     assert "LLM requests per step" in report and "| synthesize-prompt-only |" in report
-    assert "prompt-only LLM synthesis" not in report.split("## Not built yet")[1]
+    assert "Not built yet" not in report  # every stage is built
 
 
 SERVE_AND_WAIT = """
