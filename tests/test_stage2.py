@@ -71,6 +71,8 @@ def test_demo_filter_invariants(demo_dir):
         assert sorted(r["id"] for r in [*kept, *dropped]) == sorted(c["id"] for c in candidates)
         manifest = json.loads((run_dir / f"filter-r{round_index}" / "manifest.json").read_text())
         assert sum(manifest["metrics"]["dropped_by_reason"].values()) == len(dropped)
+        all_kept = list(read_records(run_dir / f"filter-r{round_index}" / "kept"))  # every round so far
+        assert manifest["counts"] == {"kept": len(all_kept), "kept_this_round": len(kept), "dropped": len(dropped)}
         for record in kept:
             assert judged[record["id"]]["level"] == record["level"]
             assert record["probability"] >= 0.5 and record["generator"].endswith("/model")

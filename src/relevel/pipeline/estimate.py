@@ -42,7 +42,7 @@ def estimate_plan(plan: list[PlannedStep], run_dir: Path, llm_calls: LLMCalls) -
         else:
             produced = work.outputs if work is not None else {}
         sizes.update({f"{step.name}/{name}": n for name, n in produced.items()})
-        requests, tokens = llm_calls(step, work) if work is not None else (0, 0)
+        requests, tokens = llm_calls(step, work) if work is not None and planned.status != "cached" else (0, 0)
         if planned.status == "cached":
             seconds: float | None = 0.0
         elif work is None or requests:

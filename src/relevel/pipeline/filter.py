@@ -121,7 +121,9 @@ class FilterCandidates(Step):
                 for r in sorted(kept, key=lambda r: r["id"])]
         ChunkedOutputs(ctx.step_dir, self.outputs).write_all({"kept": earlier + kept, "dropped": dropped},
                                                              ctx.chunk_size)
-        return StepResult(counts={"kept": len(kept), "dropped": len(dropped), "kept_so_far": len(earlier) + len(kept)},
+        # counts name the outputs' records (`kept` holds earlier rounds too); this round's yield is its own count
+        return StepResult(counts={"kept": len(earlier) + len(kept), "kept_this_round": len(kept),
+                                  "dropped": len(dropped)},
                           metrics={**self.summary(real, earlier, kept, dropped), **llm_usage})
 
     def summary(self, real: list[dict], earlier: list[dict], kept: list[dict], dropped: list[dict]) -> dict:
