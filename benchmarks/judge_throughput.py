@@ -51,7 +51,8 @@ def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool, int8: b
     if int8:  # dynamic int8 quantisation of every Linear: weights int8, activations quantised per batch
         judge.model = torch.ao.quantization.quantize_dynamic(judge.model, {torch.nn.Linear}, dtype=torch.qint8)
     queries, docs = [p["query"] for p in pairs], [p["title"] for p in pairs]
-    lengths = np.array([len(ids) for ids in judge.tokenizer(queries, docs, truncation=True, max_length=128)["input_ids"]])
+    encoded = judge.tokenizer(queries, docs, truncation=True, max_length=128)["input_ids"]
+    lengths = np.array([len(ids) for ids in encoded])
     judge.logits(queries[:batch_size], docs[:batch_size], batch_size)  # warm-up
     start = time.perf_counter()
     if sort:

@@ -27,7 +27,8 @@ SHORT_ROWS, LONG_ROWS, CHUNK = 2000, 1000, 500
 def growing_input(tmp_path: Path) -> Path:
     """Short rows, then long ones: the first chunk files fit under the size limit below, the later ones not."""
     rows = [pair(i, query=f"查询{i}") for i in range(1, SHORT_ROWS + 1)]
-    rows += [pair(i, query=f"查询{i}", video_text="长" * 400) for i in range(SHORT_ROWS + 1, SHORT_ROWS + LONG_ROWS + 1)]
+    rows += [pair(i, query=f"查询{i}", video_text="长" * 400)
+             for i in range(SHORT_ROWS + 1, SHORT_ROWS + LONG_ROWS + 1)]
     return write_lines(tmp_path / "grow.jsonl", rows)
 
 

