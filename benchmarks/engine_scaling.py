@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/engine_scaling.py --run RUN [--judge-sizes 1000 10000 full]
                                                   [--generate-sizes 1000 3000] [--engines local ray]
 
+An option given with no sizes skips that step.
+
 RUN is a finished `relevel run` of QBQTC (configs/qbqtc.yaml): its judge, its last generator and its
 prepared train / unlabeled records are reused, so only the step under test runs. Each measurement starts
 with an empty encoder cache, so it pays for the encodings it needs, as a fresh run does. Ray's figures
@@ -89,8 +91,8 @@ def measure(step: RecordStep, inputs: dict[str, Path], engine: EngineConfig, wor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
-    parser.add_argument("--judge-sizes", nargs="+", default=["1000", "10000", "full"])
-    parser.add_argument("--generate-sizes", nargs="+", default=["1000", "3000"])
+    parser.add_argument("--judge-sizes", nargs="*", default=["1000", "10000", "full"])
+    parser.add_argument("--generate-sizes", nargs="*", default=["1000", "3000"])
     parser.add_argument("--engines", nargs="+", default=["local", "ray"])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/engine_scaling.json"))
     args = parser.parse_args()
