@@ -46,6 +46,8 @@ def test_shipped_configs_load():
     assert load_config(REPO / "configs" / "demo.yaml") == demo
     qbqtc = load_config(REPO / "configs" / "qbqtc.yaml")
     assert qbqtc.scale.num_levels == 3 and qbqtc.data.document.fields == ("title",)
+    for shipped in sorted((REPO / "configs").glob("*.yaml")):  # every shipped config loads
+        assert load_config(shipped).scale.num_levels in (3, 4), shipped
 
 
 def test_a_config_extends_another_in_its_folder(tmp_path):
