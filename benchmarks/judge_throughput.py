@@ -1,10 +1,13 @@
 """Judge inference throughput on QBQTC dev pairs against the CPU's FLOP bound, with peak RSS.
 
-    .venv/bin/python benchmarks/judge_throughput.py [--layers 12 6] [--threads 2] [--pairs 1024]
+    .venv/bin/python benchmarks/judge_throughput.py [--layers 12 6] [--threads 2] [--pairs 1024] [--int8]
+                                                    [--features]
 
 The bound: measured fp32 matmul GFLOP/s × the model's FLOPs per pair (dense layers plus attention, on
 the real unpadded token counts). Throughput does not depend on the weights, so an untrained
-classification head on the offline base model is measured.
+classification head on the offline base model is measured. `--features` also measures the pipeline's
+judge (embedding-features): its model work is one encoder pass per unique query and title, so its bound
+counts those passes; its pair features are CPU work outside the bound, measured with it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from relevel.data.scale import Level, LevelScale
 from relevel.models.judge import create_judge
 from relevel.models.judge.config import JudgeConfig
+from relevel.models.judge.features import encoder_for, pair_features
 
 QBQTC_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "qbqtc" / "dev.json"
 
@@ -66,6 +70,28 @@ def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool, int8: b
             "mean_tokens": float(lengths.mean())}
 
 
+def measure_features(pairs: list[dict], batch_size: int) -> dict:
+    """The embedding-features judge's model work on these pairs: encode each unique text once, then features."""
+    config = JudgeConfig(max_length=128)
+    encoder = encoder_for(config, None)
+    queries, docs = [p["query"] for p in pairs], [p["title"] for p in pairs]
+    texts = sorted({config.query_prefix + q for q in queries}) + sorted({config.document_prefix + d for d in docs})
+    lengths = np.array([len(ids) for ids in encoder.tokenizer(texts, truncation=True, max_length=128)["input_ids"]])
+    encoder.encode(queries[:batch_size], "query", batch_size=batch_size)  # warm-up, then a cold cache
+    encoder.cache.clear()
+    start = time.perf_counter()
+    encoder.encode(queries, "query", batch_size=batch_size)
+    encoder.encode(docs, "document", batch_size=batch_size)
+    encoded = time.perf_counter()
+    pair_features(encoder, queries, docs)
+    seconds = time.perf_counter() - start
+    return {"layers": encoder.model.config.num_hidden_layers, "sorted": True, "int8": False,
+            "backend": "embedding-features", "pairs_per_s": len(pairs) / seconds,
+            "encoding_share": (encoded - start) / seconds, "texts": len(texts),
+            "gflop_per_pair": flops_per_pair(encoder.model.config, lengths) * len(texts) / len(pairs) / 1e9,
+            "mean_tokens": float(lengths.mean())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[12, 6])
@@ -73,6 +99,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--int8", action="store_true", help="Also measure int8 dynamic quantisation (sorted).")
+    parser.add_argument("--features", action="store_true", help="Also measure the embedding-features judge.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pairs = [json.loads(line) for line in QBQTC_DEV.open(encoding="utf-8")][:args.pairs]
@@ -80,16 +107,23 @@ def main() -> None:
     rows = [measure(layers, pairs, args.batch_size, sort) for layers in args.layers for sort in (True, False)]
     if args.int8:
         rows += [measure(layers, pairs, args.batch_size, True, int8=True) for layers in args.layers]
+    if args.features:
+        rows.append(measure_features(pairs, args.batch_size))
     print(f"{date.today()} · {platform.processor() or platform.machine()} · {args.threads} threads · "
           f"torch {torch.__version__} · matmul {gflops:.1f} GFLOP/s · {len(pairs)} QBQTC dev pairs, batch "
           f"{args.batch_size}\n")
-    print("| layers | length-sorted | weights | pairs/s | GFLOP/pair | fp32 FLOP bound pairs/s | share of bound |")
-    print("|---|---|---|---|---|---|---|")
+    print("| judge | layers | length-sorted | weights | pairs/s | GFLOP/pair | fp32 FLOP bound pairs/s | "
+          "share of bound |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         bound = gflops / row["gflop_per_pair"]
-        print(f"| {row['layers']} | {'yes' if row['sorted'] else 'no'} | {'int8' if row['int8'] else 'fp32'} | "
-              f"{row['pairs_per_s']:.0f} | "
+        print(f"| {row.get('backend', 'cross-encoder')} | {row['layers']} | {'yes' if row['sorted'] else 'no'} | "
+              f"{'int8' if row['int8'] else 'fp32'} | {row['pairs_per_s']:.0f} | "
               f"{row['gflop_per_pair']:.2f} | {bound:.0f} | {100 * row['pairs_per_s'] / bound:.0f}% |")
+    for row in rows:
+        if "texts" in row:
+            print(f"\nembedding-features: {row['texts']} unique texts for {len(pairs)} pairs (mean "
+                  f"{row['mean_tokens']:.1f} tokens), encoding {100 * row['encoding_share']:.0f}% of its time")
     print(f"\nmean tokens per pair {rows[0]['mean_tokens']:.1f}; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
