@@ -36,18 +36,16 @@ def estimate_plan(plan: list[PlannedStep], run_dir: Path, llm_calls: LLMCalls) -
     for planned in plan:
         step = planned.step
         work = step.estimate({slot: sizes[target] for slot, target in step.bind.items() if target in sizes})
-        if planned.status == "cached":
+        seconds: float | None
+        if planned.status == "cached":  # its real counts; nothing left to ask or to wait for
             manifest = read_manifest(run_dir / step.name) or {}
             produced = {name: n for name, n in manifest.get("counts", {}).items() if name in step.outputs}
+            requests, tokens, seconds = 0, 0, 0.0
         else:
             produced = work.outputs if work is not None else {}
+            requests, tokens = llm_calls(step, work) if work is not None else (0, 0)
+            # an LLM step's time is its server's
+            seconds = None if work is None or requests else work.items * step.SECONDS_PER_ITEM
         sizes.update({f"{step.name}/{name}": n for name, n in produced.items()})
-        requests, tokens = llm_calls(step, work) if work is not None and planned.status != "cached" else (0, 0)
-        if planned.status == "cached":
-            seconds: float | None = 0.0
-        elif work is None or requests:
-            seconds = None  # an LLM step's time is its server's
-        else:
-            seconds = work.items * step.SECONDS_PER_ITEM
         estimates.append(StepEstimate(planned, work, requests, requests * tokens, seconds))
     return estimates
