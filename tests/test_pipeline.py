@@ -131,3 +131,20 @@ def test_interrupted_step_resumes_from_committed_chunks(tmp_path):
     ids = [r["id"] for r in read_records(tmp_path / "run" / "numbers" / "numbers")]
     assert ids == list(range(25))
     assert json.loads((tmp_path / "run" / "numbers" / "manifest.json").read_text())["status"] == "done"
+
+
+def test_evaluations_are_not_redone_when_only_a_training_setting_changes():
+    from relevel.config import load_config
+    from relevel.pipeline.run import experiment_steps
+
+    demo = load_config("builtin:demo/demo.yaml")
+
+    def identities(**embedder):
+        config = demo.model_copy(update={"embedder": demo.embedder.model_copy(update=embedder)})
+        steps = experiment_steps(config, {"train": "holdout/train", "unlabeled": "holdout/unlabeled"})
+        return {step.name: step.identity() for step in steps}
+
+    base, faster = identities(), identities(learning_rate=1e-3)
+    changed = {name for name in base if base[name] != faster[name]}
+    assert changed and all(name.startswith("embed-") for name in changed)  # the trainings, not the evaluations
+    assert identities(max_seq_length=32)["eval-zero-shot"] != base["eval-zero-shot"]

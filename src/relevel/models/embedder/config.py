@@ -38,3 +38,9 @@ class EmbedderConfig(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     infonce_scale: float = Field(20.0, gt=0, description="Inverse temperature of the InfoNCE losses.")
     seed: int = 0
+
+    def for_evaluation(self) -> EmbedderConfig:
+        """Only what evaluation reads (base, prompts, length, dims), the rest at defaults: an evaluation step
+        keyed on it is not redone when a training setting such as the learning rate changes."""
+        return EmbedderConfig(**self.model_dump(include={"base_model", "query_prompt", "document_prompt",
+                                                         "max_seq_length", "matryoshka_dims"}))
