@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--synthetic", action="store_true", help="add the run's kept synthetic queries")
+    parser.add_argument("--synthetic-levels", type=int, nargs="+", metavar="LEVEL",
+                        help="with --synthetic: only the kept queries of these levels")
     parser.add_argument("--log", type=Path, default=Path("benchmarks/embedder_budget.jsonl"))
     args = parser.parse_args()
 
@@ -43,7 +45,8 @@ def main() -> None:
     config = run_config.embedder.model_copy(update=overrides)
     pairs = [LabeledPair(**r) for r in read_records(args.run / "holdout" / "train")]
     if args.synthetic:
-        pairs += [p for folder in sorted(args.run.glob("filter-r*")) for p in kept_pairs(folder / "kept")]
+        pairs += [p for folder in sorted(args.run.glob("filter-r*")) for p in kept_pairs(folder / "kept")
+                  if args.synthetic_levels is None or p.level in args.synthetic_levels]
     corpus = sorted({p.doc for p in pairs} | {r["text"] for r in read_records(args.run / "holdout" / "unlabeled")})
 
     start = time.perf_counter()
@@ -58,7 +61,8 @@ def main() -> None:
                                 run_config.scale.relevance_thresholds, config.matryoshka_dims,
                                 prompts={"query": config.query_prompt, "document": config.document_prompt})
     metrics = evaluator(model)
-    row = {"date": time.strftime("%Y-%m-%d"), "overrides": overrides, "synthetic": args.synthetic,
+    row = {"date": time.strftime("%Y-%m-%d"), "overrides": overrides,
+           "synthetic": args.synthetic and (args.synthetic_levels or "all"),
            "pairs": len(pairs), "wall_s": round(wall, 1), "train_s": round(fit["train_seconds"], 1),
            "steps": fit["steps"], **{k: round(metrics[k], 4) for k in REPORTED if k in metrics}}
     print(json.dumps(row, ensure_ascii=False))
