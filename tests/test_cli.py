@@ -2,6 +2,8 @@
 matter), real files, the real QBQTC data."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -199,3 +201,12 @@ def test_bad_input_in_every_format_stops_naming_file_line_and_field_or_is_a_coun
     manifest = json.loads((tmp_path / "run2" / "validate" / "manifest.json").read_text())
     assert manifest["metrics"]["rejected"] == expected
     assert manifest["metrics"]["records"] == len(rows) - expected
+
+
+def test_wide_tables_print_whole_into_a_log():
+    """Piped output (a log, CI) gets whole tables: rich would otherwise assume 80 columns and cut cells to '…'."""
+    code = ("from relevel.cli import print_table; from relevel.eval.report import Table; "
+            "print_table(Table('wide', [f'metric number {i}' for i in range(20)], [[f'{i}.123 ± 0.004' "
+            "for i in range(20)]]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "…" not in out and "metric number 19" in out and "19.123 ± 0.004" in out
