@@ -39,10 +39,10 @@ app.add_typer(embed_app, name="embed")
 review_app = typer.Typer(help="Spot-check synthetic data by hand: a sample in an offline browser page, the "
                          "verdicts back into precision per level and the run's report.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
-LOG_WIDTH = 400
 
+LOG_WIDTH = 400  # a log or a pipe has no width; rich would assume 80 columns and cut wide tables to "…"
 console = Console()
-if not console.is_terminal:  # a log or a pipe: rich would assume 80 columns and cut wide tables to "…"
+if not console.is_terminal:
     console = Console(width=LOG_WIDTH)
 DEMO_CONFIG = "builtin:demo/demo.yaml"
 
