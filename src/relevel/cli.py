@@ -235,7 +235,7 @@ def embed_eval(config: ConfigOpt, model: Annotated[Path, typer.Option("--model",
     steps = [IngestSplit(name="ingest", path=data.resolve(), kind="pairs", scope=data.stem, spec=cfg.data.spec(),
                          scale=cfg.scale, on_error=cfg.data.on_error),
              EvaluateEmbedder(name="eval", bind={"pairs": "ingest/records"}, model=model.resolve(),
-                              scale=cfg.scale, config=cfg.embedder.for_evaluation())]
+                              scale=cfg.scale, config=cfg.embedder)]
     with _resumable():
         outcomes = pipeline_for(steps, out, cfg.runtime).run(_report_step)
     metrics = outcomes[-1].manifest["metrics"]

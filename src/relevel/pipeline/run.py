@@ -154,7 +154,7 @@ def experiment_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
             steps += baseline_synthesis_steps(config, prepared, baseline)
     if experiment.baselines:
         steps += [EvaluateEmbedder(name="eval-zero-shot", bind=evaluation, scale=config.scale,
-                                   config=config.embedder.for_evaluation()),
+                                   config=config.embedder),
                   EvaluateBM25(name="eval-bm25", bind=evaluation, scale=config.scale)]
     for variant in experiment.variants:
         for seed in experiment.seeds:
@@ -166,7 +166,7 @@ def experiment_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
             steps += [TrainEmbedder(name=f"embed-{name}", bind=bind, scale=config.scale, variant=variant,
                                     config=config.embedder.model_copy(update={"seed": seed})),
                       EvaluateEmbedder(name=f"eval-{name}", bind={**evaluation, "model": f"embed-{name}/model"},
-                                       scale=config.scale, config=config.embedder.for_evaluation())]
+                                       scale=config.scale, config=config.embedder)]
     return steps
 
 

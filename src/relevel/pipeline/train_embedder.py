@@ -93,6 +93,10 @@ class EvaluateEmbedder(Step):
     config: EmbedderConfig  # the base and prompts for zero-shot
     model: Path | None = field(default=None, metadata=INPUT_FILE)  # a saved embedder, instead of a bound one
 
+    def __post_init__(self):
+        # keyed on what evaluation reads only: a training setting (lr, steps) does not redo an evaluation
+        self.config = self.config.for_evaluation()
+
     def run(self, ctx: StepContext) -> StepResult:
         from relevel.eval.evaluator import GradedEvaluator
         from relevel.models.embedder import build_embedder, load_embedder
