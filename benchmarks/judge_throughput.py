@@ -1,13 +1,15 @@
 """Judge inference throughput on QBQTC dev pairs against the CPU's FLOP bound, with peak RSS.
 
     .venv/bin/python benchmarks/judge_throughput.py [--layers 12 6] [--threads 2] [--pairs 1024] [--int8]
-                                                    [--features]
+                                                    [--features] [--judge RUN/judge/model]
 
 The bound: measured fp32 matmul GFLOP/s × the model's FLOPs per pair (dense layers plus attention, on
 the real unpadded token counts). Throughput does not depend on the weights, so an untrained
 classification head on the offline base model is measured. `--features` also measures the pipeline's
 judge (embedding-features): its model work is one encoder pass per unique query and title, so its bound
-counts those passes; its pair features are CPU work outside the bound, measured with it.
+counts those passes; its pair features are CPU work outside the bound, measured with it. `--judge` takes a
+trained embedding-features judge (a QBQTC run's `judge/model`) and scores all dev pairs with its encoder in
+fp32 and in int8, so a speed-up is weighed against what it costs in macro-F1.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import numpy as np
 import torch
 
 from relevel.data.scale import Level, LevelScale
-from relevel.models.judge import create_judge
+from relevel.eval.classification import classification_metrics
+from relevel.models.judge import create_judge, load_judge
 from relevel.models.judge.config import JudgeConfig
 from relevel.models.judge.features import encoder_for, pair_features
 
@@ -52,8 +55,8 @@ def flops_per_pair(config, lengths: np.ndarray) -> float:
 def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool, int8: bool = False) -> dict:
     scale = LevelScale(levels=[Level(value=v, name=str(v)) for v in range(3)])
     judge = create_judge(scale, JudgeConfig(backend="cross-encoder", num_layers=layers, max_length=128))
-    if int8:  # dynamic int8 quantisation of every Linear: weights int8, activations quantised per batch
-        judge.model = torch.ao.quantization.quantize_dynamic(judge.model, {torch.nn.Linear}, dtype=torch.qint8)
+    if int8:
+        judge.model = int8_linears(judge.model)
     queries, docs = [p["query"] for p in pairs], [p["title"] for p in pairs]
     encoded = judge.tokenizer(queries, docs, truncation=True, max_length=128)["input_ids"]
     lengths = np.array([len(ids) for ids in encoded])
@@ -92,6 +95,31 @@ def measure_features(pairs: list[dict], batch_size: int) -> dict:
             "mean_tokens": float(lengths.mean())}
 
 
+def int8_linears(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of every Linear: int8 weights, activations quantised per batch."""
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def judge_accuracy(path: Path, pairs: list[dict], batch_size: int) -> list[dict]:
+    """A trained embedding-features judge on these pairs, its encoder in fp32 then in int8 (a cold cache)."""
+    judge = load_judge(path)
+    queries, docs = [p["query"] for p in pairs], [p["title"] for p in pairs]
+    labels = np.array([int(p["label"]) for p in pairs])
+    rows = []
+    for int8 in (False, True):
+        if int8:
+            judge.encoder.model = int8_linears(judge.encoder.model)
+        judge.encoder.cache.clear()
+        start = time.perf_counter()
+        predicted = judge.predict(queries, docs, batch_size)
+        seconds = time.perf_counter() - start
+        metrics = classification_metrics(labels, predicted.levels, judge.scale)
+        rows.append({"int8": int8, "pairs_per_s": len(pairs) / seconds, "macro_f1": metrics["macro_f1"],
+                     "accuracy": metrics["accuracy"],
+                     "recalls": [info["recall"] for info in metrics["per_level"].values()]})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[12, 6])
@@ -100,6 +128,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--int8", action="store_true", help="Also measure int8 dynamic quantisation (sorted).")
     parser.add_argument("--features", action="store_true", help="Also measure the embedding-features judge.")
+    parser.add_argument("--judge", type=Path, help="A trained embedding-features judge: dev macro-F1 and "
+                        "pairs/s with its encoder in fp32 and int8 (all dev pairs).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pairs = [json.loads(line) for line in QBQTC_DEV.open(encoding="utf-8")][:args.pairs]
@@ -124,6 +154,14 @@ def main() -> None:
         if "texts" in row:
             print(f"\nembedding-features: {row['texts']} unique texts for {len(pairs)} pairs (mean "
                   f"{row['mean_tokens']:.1f} tokens), encoding {100 * row['encoding_share']:.0f}% of its time")
+    if args.judge:
+        every_pair = [json.loads(line) for line in QBQTC_DEV.open(encoding="utf-8")]
+        print(f"\n{args.judge} on all {len(every_pair)} dev pairs (cold encoding cache):\n")
+        print("| encoder weights | pairs/s | accuracy | macro-F1 | recall per level |")
+        print("|---|---|---|---|---|")
+        for row in judge_accuracy(args.judge, every_pair, args.batch_size):
+            print(f"| {'int8' if row['int8'] else 'fp32'} | {row['pairs_per_s']:.0f} | {row['accuracy']:.4f} | "
+                  f"{row['macro_f1']:.4f} | {' / '.join(f'{r:.3f}' for r in row['recalls'])} |")
     print(f"\nmean tokens per pair {rows[0]['mean_tokens']:.1f}; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
