@@ -170,7 +170,7 @@ def train_embedder(config: EmbedderConfig, scale: LevelScale, pairs: Sequence[La
                if config.trainable_layers else model)
     losses = {}
     if "infonce" in datasets:
-        losses["infonce"] = GradedInfoNCELoss(trained, config.infonce_scale, config.infonce_weight)
+        losses["infonce"] = GradedInfoNCELoss(trained, config.infonce_scale)
     if "cosent" in datasets:
         losses["cosent"] = CoSENTLoss(trained)
     if config.matryoshka_dims:

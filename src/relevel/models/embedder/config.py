@@ -37,8 +37,6 @@ class EmbedderConfig(BaseModel):
     learning_rate: float = Field(2e-5, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     infonce_scale: float = Field(20.0, gt=0, description="Inverse temperature of the InfoNCE losses.")
-    infonce_weight: float = Field(1.0, gt=0, description="Multiplies the InfoNCE loss: with '+cosent', its "
-                                  "share against CoSENT's (below 1: calibration first, ranking kept).")
     seed: int = 0
 
     def for_evaluation(self) -> EmbedderConfig:

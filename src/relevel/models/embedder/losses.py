@@ -14,9 +14,9 @@ class GradedInfoNCELoss(nn.Module):
     other document of the batch, and the mined negatives, push away. Level-0 pairs never come here as
     positives; they serve as negatives."""
 
-    def __init__(self, model, scale: float = 20.0, weight: float = 1.0):
+    def __init__(self, model, scale: float = 20.0):
         super().__init__()
-        self.model, self.scale, self.weight = model, scale, weight  # weight: its share beside another loss
+        self.model, self.scale = model, scale
 
     def forward(self, sentence_features, labels: torch.Tensor) -> torch.Tensor:
         embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
@@ -29,7 +29,7 @@ class GradedInfoNCELoss(nn.Module):
         targets = torch.arange(len(anchors), device=scores.device)  # row i's positive is candidate i
         per_pair = nn.functional.cross_entropy(scores, targets, reduction="none")
         weights = labels.to(per_pair.dtype)
-        return self.weight * (weights * per_pair).sum() / weights.sum().clamp_min(1e-8)
+        return (weights * per_pair).sum() / weights.sum().clamp_min(1e-8)
 
     def get_config_dict(self) -> dict:
-        return {"scale": self.scale, "weight": self.weight}
+        return {"scale": self.scale}
