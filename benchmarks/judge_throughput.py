@@ -1,7 +1,7 @@
 """Judge inference throughput on QBQTC dev pairs against the CPU's FLOP bound, with peak RSS.
 
     .venv/bin/python benchmarks/judge_throughput.py [--layers 12 6] [--threads 2] [--pairs 1024] [--int8]
-                                                    [--features] [--judge RUN/judge/model]
+                                                    [--compile] [--onnx] [--features] [--judge RUN/judge/model]
 
 The bound: measured fp32 matmul GFLOP/s × the model's FLOPs per pair (dense layers plus attention, on
 the real unpadded token counts). Throughput does not depend on the weights, so an untrained
@@ -9,7 +9,10 @@ classification head on the offline base model is measured. `--features` also mea
 judge (embedding-features): its model work is one encoder pass per unique query and title, so its bound
 counts those passes; its pair features are CPU work outside the bound, measured with it. `--judge` takes a
 trained embedding-features judge (a QBQTC run's `judge/model`) and scores all dev pairs with its encoder in
-fp32 and in int8, so a speed-up is weighed against what it costs in macro-F1.
+fp32 and in int8, so a speed-up is weighed against what it costs in macro-F1. `--compile` measures the
+cross-encoder under `torch.compile` and `--onnx` under ONNX Runtime (needs `pip install onnx onnxruntime`;
+neither is a relevel dependency); their first pass over the pairs, which compiles or warms up for every
+new shape, is reported apart from a second, steady one.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ import argparse
 import json
 import platform
 import resource
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from relevel.data.scale import Level, LevelScale
 from relevel.eval.classification import classification_metrics
+from relevel.models.encoder import use_runtime
 from relevel.models.judge import create_judge, load_judge
 from relevel.models.judge.config import JudgeConfig
 from relevel.models.judge.features import encoder_for, pair_features
@@ -52,12 +58,25 @@ def flops_per_pair(config, lengths: np.ndarray) -> float:
     return float(np.mean((dense + attention) * layers))
 
 
-def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool, int8: bool = False) -> dict:
+WEIGHTS_SHOWN = {"fp32": "fp32", "int8": "int8", "compiled": "fp32, torch.compile", "onnx": "fp32, ONNX Runtime"}
+
+
+def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool, weights: str = "fp32") -> dict:
     scale = LevelScale(levels=[Level(value=v, name=str(v)) for v in range(3)])
     judge = create_judge(scale, JudgeConfig(backend="cross-encoder", num_layers=layers, max_length=128))
-    if int8:
-        judge.model = int8_linears(judge.model)
+    config = judge.model.config
     queries, docs = [p["query"] for p in pairs], [p["title"] for p in pairs]
+    first_pass, reference = None, None
+    if weights != "fp32":  # what the unchanged model says, to show how far each variant's logits move
+        reference = judge.logits(queries, docs, batch_size)
+    if weights == "int8":
+        judge.model = int8_linears(judge.model)
+    elif weights in ("compiled", "onnx"):
+        judge.model = (torch.compile(judge.model, dynamic=True) if weights == "compiled"
+                       else OnnxClassifier(judge.model, judge.tokenizer))
+        start = time.perf_counter()
+        judge.logits(queries, docs, batch_size)  # every batch shape once: compiles or warms up
+        first_pass = len(pairs) / (time.perf_counter() - start)
     encoded = judge.tokenizer(queries, docs, truncation=True, max_length=128)["input_ids"]
     lengths = np.array([len(ids) for ids in encoded])
     judge.logits(queries[:batch_size], docs[:batch_size], batch_size)  # warm-up
@@ -68,14 +87,40 @@ def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool, int8: b
         for i in range(0, len(queries), batch_size):
             judge.batch_logits(queries[i:i + batch_size], docs[i:i + batch_size])
     seconds = time.perf_counter() - start
-    return {"layers": layers, "sorted": sort, "int8": int8, "pairs_per_s": len(pairs) / seconds,
-            "gflop_per_pair": flops_per_pair(judge.model.config, lengths) / 1e9,
+    drift = None if reference is None else float(np.abs(judge.logits(queries, docs, batch_size) - reference).max())
+    return {"layers": layers, "sorted": sort, "weights": weights, "pairs_per_s": len(pairs) / seconds,
+            "max_logit_change": drift,
+            "first_pass_pairs_per_s": first_pass, "gflop_per_pair": flops_per_pair(config, lengths) / 1e9,
             "mean_tokens": float(lengths.mean())}
 
 
-def measure_features(pairs: list[dict], batch_size: int) -> dict:
+class OnnxClassifier:
+    """The classifier exported to ONNX and run by ONNX Runtime, called like the transformers model it replaces."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, threads: int | None = None):
+        import onnxruntime  # optional: only this measurement needs it
+
+        # two pairs of different lengths, so the traced graph keeps the padding mask
+        sample = tokenizer(["查询", "更长一点的查询"], ["标题", "标题"], padding=True, return_tensors="pt")
+        self.input_names = list(sample.keys())
+        path = Path(tempfile.mkdtemp()) / "judge.onnx"
+        axes = {name: {0: "batch", 1: "tokens"} for name in self.input_names}
+        torch.onnx.export(model, tuple(sample[name] for name in self.input_names), str(path), dynamo=False,
+                          input_names=self.input_names, output_names=["logits"],
+                          dynamic_axes={**axes, "logits": {0: "batch"}})
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, **batch):
+        feeds = {name: batch[name].numpy() for name in self.input_names}
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feeds)[0]))
+
+
+def measure_features(pairs: list[dict], batch_size: int, runtime: str = "torch") -> dict:
     """The embedding-features judge's model work on these pairs: encode each unique text once, then features."""
     config = JudgeConfig(max_length=128)
+    use_runtime(runtime)
     encoder = encoder_for(config, None)
     queries, docs = [p["query"] for p in pairs], [p["title"] for p in pairs]
     texts = sorted({config.query_prefix + q for q in queries}) + sorted({config.document_prefix + d for d in docs})
@@ -88,7 +133,8 @@ def measure_features(pairs: list[dict], batch_size: int) -> dict:
     encoded = time.perf_counter()
     pair_features(encoder, queries, docs)
     seconds = time.perf_counter() - start
-    return {"layers": encoder.model.config.num_hidden_layers, "sorted": True, "int8": False,
+    return {"layers": encoder.model.config.num_hidden_layers, "sorted": True,
+            "weights": "onnx" if runtime == "onnxruntime" else "fp32",
             "backend": "embedding-features", "pairs_per_s": len(pairs) / seconds,
             "encoding_share": (encoded - start) / seconds, "texts": len(texts),
             "gflop_per_pair": flops_per_pair(encoder.model.config, lengths) * len(texts) / len(pairs) / 1e9,
@@ -127,6 +173,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--int8", action="store_true", help="Also measure int8 dynamic quantisation (sorted).")
+    parser.add_argument("--compile", action="store_true", help="Also measure torch.compile (sorted).")
+    parser.add_argument("--onnx", action="store_true", help="Also measure ONNX Runtime (sorted).")
     parser.add_argument("--features", action="store_true", help="Also measure the embedding-features judge.")
     parser.add_argument("--judge", type=Path, help="A trained embedding-features judge: dev macro-F1 and "
                         "pairs/s with its encoder in fp32 and int8 (all dev pairs).")
@@ -136,21 +184,31 @@ def main() -> None:
     gflops = matmul_gflops()
     rows = [measure(layers, pairs, args.batch_size, sort) for layers in args.layers for sort in (True, False)]
     if args.int8:
-        rows += [measure(layers, pairs, args.batch_size, True, int8=True) for layers in args.layers]
+        rows += [measure(layers, pairs, args.batch_size, True, "int8") for layers in args.layers]
+    if args.compile:
+        rows += [measure(layers, pairs, args.batch_size, True, "compiled") for layers in args.layers]
+    if args.onnx:
+        rows += [measure(layers, pairs, args.batch_size, True, "onnx") for layers in args.layers]
     if args.features:
         rows.append(measure_features(pairs, args.batch_size))
+        if args.onnx:
+            rows.append(measure_features(pairs, args.batch_size, "onnxruntime"))
     print(f"{date.today()} · {platform.processor() or platform.machine()} · {args.threads} threads · "
           f"torch {torch.__version__} · matmul {gflops:.1f} GFLOP/s · {len(pairs)} QBQTC dev pairs, batch "
           f"{args.batch_size}\n")
     print("| judge | layers | length-sorted | weights | pairs/s | GFLOP/pair | fp32 FLOP bound pairs/s | "
-          "share of bound |")
-    print("|---|---|---|---|---|---|---|---|")
+          "share of bound | max logit change |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         bound = gflops / row["gflop_per_pair"]
         print(f"| {row.get('backend', 'cross-encoder')} | {row['layers']} | {'yes' if row['sorted'] else 'no'} | "
-              f"{'int8' if row['int8'] else 'fp32'} | {row['pairs_per_s']:.0f} | "
-              f"{row['gflop_per_pair']:.2f} | {bound:.0f} | {100 * row['pairs_per_s'] / bound:.0f}% |")
+              f"{WEIGHTS_SHOWN[row['weights']]} | {row['pairs_per_s']:.0f} | "
+              f"{row['gflop_per_pair']:.2f} | {bound:.0f} | {100 * row['pairs_per_s'] / bound:.0f}% | "
+              f"{'' if row.get('max_logit_change') is None else format(row['max_logit_change'], '.1e')} |")
     for row in rows:
+        if row.get("first_pass_pairs_per_s"):
+            print(f"\n{WEIGHTS_SHOWN[row['weights']]}, {row['layers']} layers: first pass (compiling or warming "
+                  f"up per shape) {row['first_pass_pairs_per_s']:.0f} pairs/s")
         if "texts" in row:
             print(f"\nembedding-features: {row['texts']} unique texts for {len(pairs)} pairs (mean "
                   f"{row['mean_tokens']:.1f} tokens), encoding {100 * row['encoding_share']:.0f}% of its time")

@@ -205,6 +205,10 @@ class RuntimeConfig(BaseModel):
     progress: bool = Field(True, description="Show progress bars.")
     threads: int | None = Field(None, gt=0, description="CPU threads for model work; null lets torch decide.")
     inference_batch_size: int = Field(64, gt=0, description="Pairs per model call when judging.")
+    encoder: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime", description="Where the frozen encoder (the judge's, the generator's, the embedder's "
+        "lower layers) runs: exported once to ONNX and run by ONNX Runtime (the same states, about 1.5× "
+        "faster on CPU), or in torch.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Where record steps run: this "
                                  "process or a Ray cluster; results are the same either way.")
     on_version_mismatch: Literal["rerun", "stop"] = Field(

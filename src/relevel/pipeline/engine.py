@@ -46,10 +46,13 @@ class LocalEngine(Engine):
 class _ChunkWorker:
     """A Ray Data actor: one copy of the step (and so of its lazily loaded model) for all its chunks."""
 
-    def __init__(self, step_bytes: bytes, threads: int):
+    def __init__(self, step_bytes: bytes, threads: int, encoder_runtime: str):
         import torch
 
+        from relevel.models.encoder import use_runtime
+
         torch.set_num_threads(max(1, threads))
+        use_runtime(encoder_runtime)  # a process-wide choice: each actor makes it as the driver did
         self.step = pickle.loads(step_bytes)
         self.worker = uuid.uuid4().hex
 
@@ -92,12 +95,15 @@ class RayEngine(Engine):
         rows = [{"index": index, "payload": pickle.dumps(batch)} for index, batch in chunks]
         if not rows:
             return
+        from relevel.models.encoder import active_runtime  # torch-heavy: imported where a model will run
+
         ray = self.connect()
         config = self.config
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _ChunkWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(config.actors, len(rows))),
             num_cpus=config.num_cpus_per_actor, num_gpus=config.num_gpus_per_actor or None,
-            fn_constructor_kwargs={"step_bytes": pickle.dumps(step), "threads": int(config.num_cpus_per_actor)})
+            fn_constructor_kwargs={"step_bytes": pickle.dumps(step), "threads": int(config.num_cpus_per_actor),
+                                   "encoder_runtime": active_runtime()})
         for row in dataset.iter_rows():
             yield int(row["index"]), pickle.loads(row["outputs"]), pickle.loads(row["usage"])
 

@@ -17,6 +17,7 @@ from relevel.eval.classification import classification_tables
 from relevel.eval.generation import control_tables
 from relevel.eval.plots import control_by_round, level_distribution, metrics_by_variant
 from relevel.eval.report import Table, documents_table, level_table, structure_table, write_report
+from relevel.models.encoder import use_runtime
 from relevel.pipeline.annotate import BuildD2Q, LinkCandidates
 from relevel.pipeline.estimate import LLMCalls, StepEstimate, estimate_plan
 from relevel.pipeline.filter import FilterCandidates
@@ -294,6 +295,7 @@ def run(config: RunConfig, run_dir: Path, on_step: Callable[[StepOutcome], None]
         import torch
 
         torch.set_num_threads(config.runtime.threads)
+    use_runtime(config.runtime.encoder)
     check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / RUN_CONFIG, yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True,
