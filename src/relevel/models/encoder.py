@@ -2,8 +2,8 @@
 given a store folder, on disk for the other steps of the run (judge, held-out judge, generator and their
 predictions all read the same documents: encoding dominates their cost on CPU).
 
-The forward pass runs in torch or, exported once to ONNX, in ONNX Runtime: the same states (within 1e-5)
-about 1.8× faster on 2 CPU cores (benchmarks/RESULTS.md). Which one is a process-wide choice, like torch's
+The forward pass runs in torch or, exported once to ONNX, in ONNX Runtime: the same states (to the store's
+last float16 step), about 1.5× faster on 2 CPU cores (benchmarks/RESULTS.md). Which one is a process-wide choice, like torch's
 thread count: how to run, not what to compute, so it is set once per process (`use_runtime`) rather than
 threaded through every judge, generator and embedder that owns an encoder."""
 
