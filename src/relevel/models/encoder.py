@@ -3,13 +3,14 @@ given a store folder, on disk for the other steps of the run (judge, held-out ju
 predictions all read the same documents: encoding dominates their cost on CPU).
 
 The forward pass runs in torch or, exported once to ONNX, in ONNX Runtime: the same states (to the store's
-last float16 step), about 1.5× faster on 2 CPU cores (benchmarks/RESULTS.md). Which one is a process-wide choice, like torch's
-thread count: how to run, not what to compute, so it is set once per process (`use_runtime`) rather than
-threaded through every judge, generator and embedder that owns an encoder."""
+last float16 step), about 1.5× faster on 2 CPU cores (benchmarks/RESULTS.md). Which one is a process-wide
+choice, like torch's thread count: how to run, not what to compute, so it is set once per process
+(`use_runtime`) rather than threaded through every judge, generator and embedder that owns an encoder."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -35,13 +36,20 @@ def use_runtime(runtime: Runtime) -> None:
     """Where every FrozenEncoder made after this call runs its forward pass."""
     global _runtime
     if runtime == "onnxruntime":
-        try:
-            import onnxruntime  # noqa: F401
-            import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
-        except ImportError as error:
+        missing = [name for name in ("onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+        if missing:  # onnxscript: torch's ONNX exporter needs it
             raise RelevelError(f"runtime.encoder: onnxruntime needs the packages onnxruntime and onnxscript "
-                               f"({error.name} is missing): pip install onnxruntime onnxscript") from error
+                               f"({', '.join(missing)} missing): pip install onnxruntime onnxscript")
     _runtime = runtime
+
+
+def _onnxruntime():
+    # Its telemetry would write a device id and an event store under ~/.cache; a run writes nothing
+    # outside its folder but the declared caches.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
 
 
 def active_runtime() -> Runtime:
@@ -65,8 +73,7 @@ class OnnxHiddenStates:
     by ONNX Runtime on the CPU. Given a path, the graph is kept there and reused by later processes."""
 
     def __init__(self, model: torch.nn.Module, path: Path | None):
-        import onnxruntime
-
+        onnxruntime = _onnxruntime()
         if path is not None and path.exists():
             graph: str | bytes = str(path)
         else:

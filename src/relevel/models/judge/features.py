@@ -42,17 +42,20 @@ def lexical_features(query: str, doc: str) -> list[float]:
 
 
 def unit_rows(states: np.ndarray) -> np.ndarray:
-    states = states.astype(np.float32)
     return states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-6)
 
 
 def pair_features(encoder: FrozenEncoder, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+    # Reductions run in float64 and the features are rounded to float32 once: the last bit of numpy's
+    # vectorised float32 sums can depend on where an array lies in memory, and a resumed run fitted a
+    # classifier that differed from the uninterrupted run's by such bits (tests/test_interrupted_runs.py).
     rows = []
     for query, doc in zip(queries, docs):
         (q_means, q_tokens), (d_means, d_tokens) = encoder.get("query", query), encoder.get("document", doc)
+        q_means, d_means = q_means.astype(np.float64), d_means.astype(np.float64)
         u, v = q_means[-1], d_means[-1]
         cosines = (q_means * d_means).sum(axis=1)
-        sim = unit_rows(q_tokens) @ unit_rows(d_tokens).T  # token-level max-sim, ColBERT-like
+        sim = unit_rows(q_tokens.astype(np.float64)) @ unit_rows(d_tokens.astype(np.float64)).T  # max-sim
         max_sim = [sim.max(1).mean(), sim.max(1).min(), sim.max(0).mean()]
         rows.append(np.concatenate([u * v, np.abs(u - v), cosines, max_sim, lexical_features(query, doc)]))
     return np.asarray(rows, dtype=np.float32)
