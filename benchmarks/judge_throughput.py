@@ -10,9 +10,9 @@ judge (embedding-features): its model work is one encoder pass per unique query 
 counts those passes; its pair features are CPU work outside the bound, measured with it. `--judge` takes a
 trained embedding-features judge (a QBQTC run's `judge/model`) and scores all dev pairs with its encoder in
 fp32 and in int8, so a speed-up is weighed against what it costs in macro-F1. `--compile` measures the
-cross-encoder under `torch.compile` and `--onnx` under ONNX Runtime (needs `pip install onnx onnxruntime`;
-neither is a relevel dependency); their first pass over the pairs, which compiles or warms up for every
-new shape, is reported apart from a second, steady one.
+cross-encoder under `torch.compile` and `--onnx` under ONNX Runtime (exported as relevel's frozen encoder
+is, and with `--features` the features judge with `runtime.encoder: onnxruntime`); their first pass over
+the pairs, which compiles or warms up for every new shape, is reported apart from a second, steady one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import argparse
 import json
 import platform
 import resource
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 
 from relevel.data.scale import Level, LevelScale
 from relevel.eval.classification import classification_metrics
-from relevel.models.encoder import use_runtime
+from relevel.models.encoder import export_onnx, onnx_session, use_runtime
 from relevel.models.judge import create_judge, load_judge
 from relevel.models.judge.config import JudgeConfig
 from relevel.models.judge.features import encoder_for, pair_features
@@ -95,26 +94,28 @@ def measure(layers: int, pairs: list[dict], batch_size: int, sort: bool, weights
 
 
 class OnnxClassifier:
-    """The classifier exported to ONNX and run by ONNX Runtime, called like the transformers model it replaces."""
+    """The cross-encoder's ONNX graph run by ONNX Runtime, called like the transformers model it replaces."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, threads: int | None = None):
-        import onnxruntime  # optional: only this measurement needs it
-
+    def __init__(self, model: torch.nn.Module, tokenizer):
         # two pairs of different lengths, so the traced graph keeps the padding mask
-        sample = tokenizer(["查询", "更长一点的查询"], ["标题", "标题"], padding=True, return_tensors="pt")
-        self.input_names = list(sample.keys())
-        path = Path(tempfile.mkdtemp()) / "judge.onnx"
-        axes = {name: {0: "batch", 1: "tokens"} for name in self.input_names}
-        torch.onnx.export(model, tuple(sample[name] for name in self.input_names), str(path), dynamo=False,
-                          input_names=self.input_names, output_names=["logits"],
-                          dynamic_axes={**axes, "logits": {0: "batch"}})
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        example = tokenizer(["查询", "更长一点的查询"], ["标题", "标题"], padding=True, return_tensors="pt")
+        example = {name: example[name] for name in ("input_ids", "attention_mask")}  # e5's tokenizer gives these
+        self.session = onnx_session(export_onnx(_Logits(model), example))
 
-    def __call__(self, **batch):
-        feeds = {name: batch[name].numpy() for name in self.input_names}
-        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feeds)[0]))
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(None, feeds)[0]))
+
+
+class _Logits(torch.nn.Module):
+    """The classifier's logits alone: what the exported graph returns."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
 def measure_features(pairs: list[dict], batch_size: int, runtime: str = "torch") -> dict:

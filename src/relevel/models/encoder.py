@@ -43,17 +43,36 @@ def use_runtime(runtime: Runtime) -> None:
     _runtime = runtime
 
 
-def _onnxruntime():
+def active_runtime() -> Runtime:
+    return _runtime
+
+
+def onnx_session(graph: str | bytes):
+    """An ONNX Runtime session on the CPU with torch's thread count, from a graph file or its bytes."""
     # Its telemetry would write a device id and an event store under ~/.cache; a run writes nothing
     # outside its folder but the declared caches.
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime
 
-    return onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-def active_runtime() -> Runtime:
-    return _runtime
+def export_onnx(module: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> bytes:
+    """The module's forward pass as an ONNX graph (torch's own exporter; optimum would pin an older
+    transformers), dynamic in batch size and length. `inputs`: example (batch, tokens) tensors in the order
+    `forward` takes them, with padding, so that the traced graph keeps the attention mask."""
+    batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=512)
+    # the exporter's notes (axis names, torchvision ops it skips) are not the user's concern
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, tuple(inputs.values()), dynamo=True, verbose=False,
+                                    input_names=list(inputs),
+                                    dynamic_shapes={name: {0: batch, 1: tokens} for name in inputs})
+    return program.model_proto.SerializeToString()
 
 
 class _HiddenStates(torch.nn.Module):
@@ -69,44 +88,26 @@ class _HiddenStates(torch.nn.Module):
 
 
 class OnnxHiddenStates:
-    """The encoder exported to ONNX (torch's own exporter; optimum would pin an older transformers) and run
-    by ONNX Runtime on the CPU. Given a path, the graph is kept there and reused by later processes."""
+    """The encoder's hidden states from its ONNX graph, run by ONNX Runtime on the CPU. Given a path, the
+    graph is kept there and reused by later processes."""
 
     def __init__(self, model: torch.nn.Module, path: Path | None):
-        onnxruntime = _onnxruntime()
         if path is not None and path.exists():
             graph: str | bytes = str(path)
         else:
-            graph = export_hidden_states(model)
+            example = {"input_ids": torch.full((2, 6), 5, dtype=torch.long),
+                       "attention_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2])}
+            graph = export_onnx(_HiddenStates(model), example)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed whole: no half-written graph
                 tmp.write_bytes(graph)
                 os.replace(tmp, path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(graph)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
         return tuple(torch.from_numpy(states) for states in self.session.run(None, feeds))
-
-
-def export_hidden_states(model: torch.nn.Module) -> bytes:
-    """The model's forward pass as an ONNX graph, dynamic in batch size and length."""
-    # two texts of different lengths: the exported graph keeps the padding mask
-    ids = torch.full((2, 6), 5, dtype=torch.long)
-    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
-    batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=512)
-    shapes = {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}
-    # the exporter's notes (axis names, torchvision ops it skips) are not the user's concern
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(_HiddenStates(model), (ids, mask), dynamo=True, verbose=False,
-                                    input_names=["input_ids", "attention_mask"], dynamic_shapes=shapes)
-    return program.model_proto.SerializeToString()
 
 
 class FrozenEncoder:
