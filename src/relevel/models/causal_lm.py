@@ -51,8 +51,10 @@ class CausalLM:
 
         from relevel.models.hf import ProgressBar
 
-        dataset = Dataset.from_list([{"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
-                                     for prompt, answer in examples])
+        dataset = Dataset.from_list(
+            [{"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]} if self.chat
+             else {"prompt": self.prompt_text(prompt), "completion": answer}  # trl appends the EOS token
+             for prompt, answer in examples])
         total_steps = math.ceil(len(examples) / train_config.batch_size * train_config.epochs)
         args = SFTConfig(
             output_dir=str(work_dir), num_train_epochs=train_config.epochs, learning_rate=train_config.learning_rate,
@@ -94,7 +96,16 @@ class CausalLM:
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens])
 
+    @property
+    def chat(self) -> bool:
+        """Whether the model has a chat template; a base model (e.g. gemma-3-270m) reads the messages as plain
+        text and is taught to answer on the next line. Its prompts are tokenised with the special tokens (BOS)
+        that a chat template writes itself."""
+        return self.tokenizer.chat_template is not None
+
     def prompt_text(self, messages: list[dict]) -> str:
+        if not self.chat:
+            return "\n".join(m["content"] for m in messages) + "\n"
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     @torch.inference_mode()
@@ -105,7 +116,8 @@ class CausalLM:
         out: list[list[str]] = []
         for start in range(0, len(prompts), batch_size):
             texts = [self.prompt_text(p) for p in prompts[start:start + batch_size]]
-            batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = self.tokenizer(texts, return_tensors="pt", padding=True,
+                                    add_special_tokens=not self.chat)
             generated = self.model.generate(**batch, do_sample=True, temperature=temperature, top_p=top_p,
                                             max_new_tokens=max_new_tokens, num_return_sequences=n,
                                             pad_token_id=self.tokenizer.pad_token_id)
@@ -120,7 +132,8 @@ class CausalLM:
         out: list[str] = []
         for start in range(0, len(prompts), batch_size):
             texts = [self.prompt_text(p) for p in prompts[start:start + batch_size]]
-            batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = self.tokenizer(texts, return_tensors="pt", padding=True,
+                                    add_special_tokens=not self.chat)
             generated = self.model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
                                             pad_token_id=self.tokenizer.pad_token_id)
             decoded = self.tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -135,7 +148,7 @@ class CausalLM:
         rows = []
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(prompts), batch_size):
-            ids = [self.tokenizer(self.prompt_text(p) + c, add_special_tokens=False)["input_ids"] + suffix_ids
+            ids = [self.tokenizer(self.prompt_text(p) + c, add_special_tokens=not self.chat)["input_ids"] + suffix_ids
                    for p, c in zip(prompts[start:start + batch_size], continuations[start:start + batch_size])]
             width = max(map(len, ids))
             input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids])  # left padding
