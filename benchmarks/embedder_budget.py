@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from relevel.config import load_config
@@ -37,6 +38,9 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true", help="add the run's kept synthetic queries")
     parser.add_argument("--synthetic-levels", type=int, nargs="+", metavar="LEVEL",
                         help="with --synthetic: only the kept queries of these levels")
+    parser.add_argument("--links-per-level", type=int, metavar="N",
+                        help="add up to N of stage 1's re-annotated links per level (real queries on other "
+                             "documents, labelled by the judge), drawn at random")
     parser.add_argument("--log", type=Path, default=Path("benchmarks/embedder_budget.jsonl"))
     args = parser.parse_args()
 
@@ -47,6 +51,12 @@ def main() -> None:
     if args.synthetic:
         pairs += [p for folder in sorted(args.run.glob("filter-r*")) for p in kept_pairs(folder / "kept")
                   if args.synthetic_levels is None or p.level in args.synthetic_levels]
+    if args.links_per_level:
+        links = [LabeledPair(**r) for r in read_records(args.run / "d2q" / "pairs") if r["source"] != "real"]
+        rng = np.random.default_rng(0)
+        for level in sorted({p.level for p in links}):
+            at_level = [p for p in links if p.level == level]
+            pairs += [at_level[i] for i in sorted(rng.permutation(len(at_level))[:args.links_per_level])]
     corpus = sorted({p.doc for p in pairs} | {r["text"] for r in read_records(args.run / "holdout" / "unlabeled")})
 
     start = time.perf_counter()
@@ -62,7 +72,7 @@ def main() -> None:
                                 prompts={"query": config.query_prompt, "document": config.document_prompt})
     metrics = evaluator(model)
     row = {"date": time.strftime("%Y-%m-%d"), "overrides": overrides,
-           "synthetic": args.synthetic and (args.synthetic_levels or "all"),
+           "synthetic": args.synthetic and (args.synthetic_levels or "all"), "links_per_level": args.links_per_level,
            "pairs": len(pairs), "wall_s": round(wall, 1), "train_s": round(fit["train_seconds"], 1),
            "steps": fit["steps"], **{k: round(metrics[k], 4) for k in REPORTED if k in metrics}}
     print(json.dumps(row, ensure_ascii=False))

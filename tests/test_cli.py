@@ -108,6 +108,11 @@ def test_dry_run_projects_records_model_calls_llm_requests_and_time(tmp_path):
     assert estimates["synthesize-r1"].work.generated == requested == estimates["judge-r1"].work.judge_calls
     assert estimates["judge"].seconds == pytest.approx(15129 * TrainJudge.SECONDS_PER_ITEM)
     assert estimates["embed-real-s0"].records == config.embedder.steps
+    # a causal-LM generator costs 12-30x the seq2seq default per query and per example on CPU (RESULTS.md)
+    causal = config.model_copy(update={"generator": config.generator.model_copy(update={"backend": "causal-lm"})})
+    slow = {e.planned.step.name: e for e in estimate_run(causal, tmp_path / "run")}
+    for step in ("generator", "synthesize-r1", "control", "generator-vanilla", "synthesize-vanilla"):
+        assert slow[step].seconds > 5 * estimates[step].seconds > 0, step
     # LLM steps: requests and tokens, and no time (the server's speed is not known)
     prompt_only = estimates["synthesize-prompt-only"]
     assert prompt_only.llm_requests == prompt_only.work.generated // config.synthesis.candidates > 0

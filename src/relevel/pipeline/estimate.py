@@ -45,7 +45,8 @@ def estimate_plan(plan: list[PlannedStep], run_dir: Path, llm_calls: LLMCalls) -
             produced = work.outputs if work is not None else {}
             requests, tokens = llm_calls(step, work) if work is not None else (0, 0)
             # an LLM step's time is its server's
-            seconds = None if work is None or requests else work.items * step.SECONDS_PER_ITEM
+            seconds = None if work is None or requests else \
+                work.seconds if work.seconds is not None else work.items * step.SECONDS_PER_ITEM
         sizes.update({f"{step.name}/{name}": n for name, n in produced.items()})
         estimates.append(StepEstimate(planned, work, requests, requests * tokens, seconds))
     return estimates

@@ -13,7 +13,7 @@ from relevel.data.schema import LabeledPair, normalize_text
 from relevel.data.splits import cap_levels, split_by_document
 from relevel.eval.generation import control_accuracy, diversity
 from relevel.models.generator import create_generator, load_generator
-from relevel.models.generator.config import GeneratorConfig
+from relevel.models.generator.config import CPU_SECONDS_PER_EXAMPLE, GeneratorConfig, query_seconds_over_seq2seq
 from relevel.models.judge import load_judge
 from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import ChunkedOutputs, read_records
@@ -27,7 +27,6 @@ class TrainGenerator(Step):
     VERSION: ClassVar[int] = 2  # the pointer-generator decoder: a saved copy-bias decoder must not load as one
     inputs: ClassVar[tuple[str, ...]] = ("pairs",)
     outputs: ClassVar[tuple[str, ...]] = ("model",)
-    SECONDS_PER_ITEM: ClassVar[float] = 0.026  # per example and epoch, the default (seq2seq) generator
 
     scale: LevelScale
     config: GeneratorConfig
@@ -40,7 +39,8 @@ class TrainGenerator(Step):
         examples = sizes["pairs"] + sizes.get("synthetic", 0)
         if self.config.max_examples is not None:
             examples = min(examples, self.config.max_examples)
-        return Work(round(examples * self.config.epochs))  # early stopping may use fewer epochs
+        passes = round(examples * self.config.epochs)  # early stopping may use fewer epochs
+        return Work(passes, seconds=passes * CPU_SECONDS_PER_EXAMPLE[self.config.backend])
 
     def run(self, ctx: StepContext) -> StepResult:
         pairs = self.training_pairs(ctx)
@@ -101,13 +101,15 @@ class ControlAccuracy(Step):
 
     inputs: ClassVar[tuple[str, ...]] = ("generator", "judge", "documents", "train")
     outputs: ClassVar[tuple[str, ...]] = ("generated",)
-    SECONDS_PER_ITEM: ClassVar[float] = 0.037  # per generated query, judged by the held-out judge
+    SECONDS_PER_ITEM: ClassVar[float] = 0.037  # per generated query, judged by the held-out judge (seq2seq)
 
     scale: LevelScale
     documents: int = 300
     queries_per_level: int = 2
     seed: int = 0
     batch_size: int = field(default=64, metadata=RUNTIME)
+    # only for the dry run's projection: the generator is an input, so its backend is in the cache key already
+    generator_backend: str = field(default="seq2seq", metadata=RUNTIME)
 
     def estimate(self, sizes: dict[str, int]) -> Work | None:
         if "documents" not in sizes:
@@ -116,7 +118,8 @@ class ControlAccuracy(Step):
         generated = documents * self.scale.num_levels * self.queries_per_level
         # judged: the generated queries, the trivial baselines' and the real queries at their human level
         judged = generated + len(BASELINES) * documents + sizes["documents"]
-        return Work(generated, {"generated": generated}, judge_calls=judged, generated=generated)
+        seconds = generated * (self.SECONDS_PER_ITEM + query_seconds_over_seq2seq(self.generator_backend))
+        return Work(generated, {"generated": generated}, judge_calls=judged, generated=generated, seconds=seconds)
 
     def run(self, ctx: StepContext) -> StepResult:
         docs = self._documents(ctx)

@@ -98,7 +98,7 @@ def control_step(config: RunConfig, name: str, generator: str, prepared: dict[st
                                             "documents": "ingest-dev/records", "train": prepared["train"]},
                            scale=config.scale, documents=config.control.documents,
                            queries_per_level=config.control.queries_per_level, seed=config.control.seed,
-                           batch_size=config.runtime.inference_batch_size)
+                           batch_size=config.runtime.inference_batch_size, generator_backend=config.generator.backend)
 
 
 def last_round_step(config: RunConfig, kind: str) -> str | None:
@@ -117,7 +117,8 @@ def stage2_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
         steps += [
             GenerateCandidates(name=f"synthesize-r{r}", bind={"generator": generator, "documents":
                                prepared["unlabeled"], "train": prepared["train"], **previous},
-                               scale=config.scale, config=synthesis, round=r),
+                               scale=config.scale, config=synthesis, round=r,
+                               generator_backend=config.generator.backend),
             JudgePairs(name=f"judge-r{r}", bind={"judge": "judge/model", "pairs": f"synthesize-r{r}/candidates"},
                        scale=config.scale, batch_size=config.runtime.inference_batch_size),
             FilterCandidates(name=f"filter-r{r}", bind={"candidates": f"synthesize-r{r}/candidates",
@@ -187,7 +188,7 @@ def baseline_synthesis_steps(config: RunConfig, prepared: dict[str, str], baseli
                        config=generator_config),
         GenerateCandidates(name=f"synthesize-{baseline}", bind={"generator": generator, "documents":
                            prepared["unlabeled"], "train": prepared["train"]}, scale=config.scale,
-                           config=synthesis, round=1),
+                           config=synthesis, round=1, generator_backend=generator_config.backend),
         JudgePairs(name=f"judge-{baseline}", bind={"judge": "judge/model",
                                                   "pairs": f"synthesize-{baseline}/candidates"},
                    scale=config.scale, batch_size=config.runtime.inference_batch_size),

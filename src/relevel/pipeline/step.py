@@ -57,6 +57,7 @@ class Work:
     outputs: dict[str, int] = field(default_factory=dict)
     judge_calls: int = 0
     generated: int = 0  # queries written by the generator
+    seconds: float | None = None  # a step whose cost per item depends on its settings projects its own time
 
 
 @dataclass(kw_only=True)

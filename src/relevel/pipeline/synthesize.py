@@ -6,7 +6,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,8 +14,9 @@ import numpy as np
 from relevel.config import SynthesisConfig
 from relevel.data.scale import LevelScale
 from relevel.models.generator import QueryGenerator, load_generator
+from relevel.models.generator.config import query_seconds_over_seq2seq
 from relevel.pipeline.io import ChunkedOutputs, read_records
-from relevel.pipeline.step import RecordStep, StepContext, Work, encoder_store
+from relevel.pipeline.step import RUNTIME, RecordStep, StepContext, Work, encoder_store
 
 MIN_YIELD = 0.05  # a level that kept nothing last round still gets requests, just not unboundedly many
 
@@ -94,11 +95,13 @@ class GenerateCandidates(RecordStep):
     inputs: ClassVar[tuple[str, ...]] = ("generator", "documents", "train")
     optional_inputs: ClassVar[tuple[str, ...]] = ("kept", "dropped")  # the previous round's filter
     outputs: ClassVar[tuple[str, ...]] = ("candidates",)
-    SECONDS_PER_ITEM: ClassVar[float] = 0.027  # per candidate query
+    SECONDS_PER_ITEM: ClassVar[float] = 0.027  # per candidate query (seq2seq)
 
     scale: LevelScale
     config: SynthesisConfig
     round: int
+    # only for the dry run's projection: the generator is an input, so its backend is in the cache key already
+    generator_backend: str = field(default="seq2seq", metadata=RUNTIME)
 
     def estimate(self, sizes: dict[str, int]) -> Work | None:
         if "documents" not in sizes:
@@ -106,7 +109,8 @@ class GenerateCandidates(RecordStep):
         documents = min(self.config.documents_per_round or sizes["documents"], sizes["documents"])
         # at most: a round whose plan is already met requests nothing
         candidates = documents * self.config.requests_per_document * self.config.candidates
-        return Work(candidates, {"candidates": candidates}, generated=candidates)
+        return Work(candidates, {"candidates": candidates}, generated=candidates,
+                    seconds=candidates * (self.SECONDS_PER_ITEM + query_seconds_over_seq2seq(self.generator_backend)))
 
     def plan(self, ctx: StepContext) -> tuple[LevelPlan, list[dict]]:
         kept = list(read_records(ctx.inputs["kept"])) if "kept" in ctx.inputs else []

@@ -10,6 +10,17 @@ from relevel.models.base_model import OFFLINE_BASE, OFFLINE_CAUSAL_LM
 from relevel.models.llm.config import LLMConfig
 from relevel.models.lora import LoRAConfig
 
+# Seconds on the reference machine (2 CPU cores; benchmarks/RESULTS.md, "Generator backends on a 1k-document
+# slice") per training example and epoch, and per generated query: what `relevel run --dry-run` projects with.
+# llm-prompt's time is its server's.
+CPU_SECONDS_PER_EXAMPLE = {"seq2seq": 0.026, "causal-lm": 0.8, "llm-prompt": 0.0}
+CPU_SECONDS_PER_QUERY = {"seq2seq": 0.027, "causal-lm": 0.33, "llm-prompt": 0.0}
+
+
+def query_seconds_over_seq2seq(backend: str) -> float:
+    """What one generated query costs `backend` beyond the seq2seq generator the steps' costs were measured with."""
+    return CPU_SECONDS_PER_QUERY[backend] - CPU_SECONDS_PER_QUERY["seq2seq"]
+
 
 class GeneratorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
