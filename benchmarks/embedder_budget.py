@@ -49,7 +49,9 @@ def main() -> None:
     config = run_config.embedder.model_copy(update=overrides)
     pairs = [LabeledPair(**r) for r in read_records(args.run / "holdout" / "train")]
     if args.synthetic:
-        pairs += [p for folder in sorted(args.run.glob("filter-r*")) for p in kept_pairs(folder / "kept")
+        # each round's filter keeps everything kept so far: the last round's holds every synthetic query
+        last = max(args.run.glob("filter-r*"), key=lambda folder: int(folder.name.removeprefix("filter-r")))
+        pairs += [p for p in kept_pairs(last / "kept")
                   if args.synthetic_levels is None or p.level in args.synthetic_levels]
     if args.links_per_level:
         links = [LabeledPair(**r) for r in read_records(args.run / "d2q" / "pairs") if r["source"] != "real"]
