@@ -13,11 +13,12 @@ from relevel.data.schema import LabeledPair, normalize_text
 from relevel.data.splits import cap_levels, split_by_document
 from relevel.eval.generation import control_accuracy, diversity
 from relevel.models.generator import create_generator, load_generator
-from relevel.models.generator.config import CPU_SECONDS_PER_EXAMPLE, GeneratorConfig, query_seconds_over_seq2seq
+from relevel.models.generator.config import CPU_SECONDS_PER_EXAMPLE, GeneratorConfig
 from relevel.models.judge import load_judge
 from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import ChunkedOutputs, read_records
 from relevel.pipeline.step import RUNTIME, Step, StepContext, StepResult, Work, encoder_store
+from relevel.pipeline.synthesize import RunsGenerator
 
 
 @dataclass(kw_only=True)
@@ -92,7 +93,7 @@ BASELINES = ("copy document", "cut document", "random training query")
 
 
 @dataclass(kw_only=True)
-class ControlAccuracy(Step):
+class ControlAccuracy(RunsGenerator, Step):
     """Generates queries for held-out documents at every level; a judge that filtered nothing scores them,
     beside the trivial baselines and, as a reference, the evaluation split's real queries at their human
     level (what that judge grants real data). Records every generated query with its judged level."""
@@ -108,8 +109,6 @@ class ControlAccuracy(Step):
     queries_per_level: int = 2
     seed: int = 0
     batch_size: int = field(default=64, metadata=RUNTIME)
-    # only for the dry run's projection: the generator is an input, so its backend is in the cache key already
-    generator_backend: str = field(default="seq2seq", metadata=RUNTIME)
 
     def estimate(self, sizes: dict[str, int]) -> Work | None:
         if "documents" not in sizes:
@@ -118,8 +117,8 @@ class ControlAccuracy(Step):
         generated = documents * self.scale.num_levels * self.queries_per_level
         # judged: the generated queries, the trivial baselines' and the real queries at their human level
         judged = generated + len(BASELINES) * documents + sizes["documents"]
-        seconds = generated * (self.SECONDS_PER_ITEM + query_seconds_over_seq2seq(self.generator_backend))
-        return Work(generated, {"generated": generated}, judge_calls=judged, generated=generated, seconds=seconds)
+        return Work(generated, {"generated": generated}, judge_calls=judged, generated=generated,
+                    seconds=generated * self.seconds_per_query(self.SECONDS_PER_ITEM))
 
     def run(self, ctx: StepContext) -> StepResult:
         docs = self._documents(ctx)

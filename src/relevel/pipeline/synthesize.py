@@ -14,7 +14,7 @@ import numpy as np
 from relevel.config import SynthesisConfig
 from relevel.data.scale import LevelScale
 from relevel.models.generator import QueryGenerator, load_generator
-from relevel.models.generator.config import query_seconds_over_seq2seq
+from relevel.models.generator.config import CPU_SECONDS_PER_QUERY
 from relevel.pipeline.io import ChunkedOutputs, read_records
 from relevel.pipeline.step import RUNTIME, RecordStep, StepContext, Work, encoder_store
 
@@ -89,7 +89,20 @@ def round_yields(kept: list[dict], dropped: list[dict], round_index: int) -> dic
 
 
 @dataclass(kw_only=True)
-class GenerateCandidates(RecordStep):
+class RunsGenerator:
+    """A step that writes queries with the trained generator bound to its `generator` input."""
+
+    # only for the dry run's projection: the generator is an input, so its backend is in the cache key already
+    generator_backend: str = field(default="seq2seq", metadata=RUNTIME)
+
+    def seconds_per_query(self, measured_with_seq2seq: float) -> float:
+        """The step's cost per query, measured with the seq2seq generator, with this backend's generation cost
+        in place of seq2seq's."""
+        return measured_with_seq2seq + CPU_SECONDS_PER_QUERY[self.generator_backend] - CPU_SECONDS_PER_QUERY["seq2seq"]
+
+
+@dataclass(kw_only=True)
+class GenerateCandidates(RunsGenerator, RecordStep):
     """One round's candidates: `candidates` queries for each planned (document, target level) request."""
 
     inputs: ClassVar[tuple[str, ...]] = ("generator", "documents", "train")
@@ -100,8 +113,6 @@ class GenerateCandidates(RecordStep):
     scale: LevelScale
     config: SynthesisConfig
     round: int
-    # only for the dry run's projection: the generator is an input, so its backend is in the cache key already
-    generator_backend: str = field(default="seq2seq", metadata=RUNTIME)
 
     def estimate(self, sizes: dict[str, int]) -> Work | None:
         if "documents" not in sizes:
@@ -110,7 +121,7 @@ class GenerateCandidates(RecordStep):
         # at most: a round whose plan is already met requests nothing
         candidates = documents * self.config.requests_per_document * self.config.candidates
         return Work(candidates, {"candidates": candidates}, generated=candidates,
-                    seconds=candidates * (self.SECONDS_PER_ITEM + query_seconds_over_seq2seq(self.generator_backend)))
+                    seconds=candidates * self.seconds_per_query(self.SECONDS_PER_ITEM))
 
     def plan(self, ctx: StepContext) -> tuple[LevelPlan, list[dict]]:
         kept = list(read_records(ctx.inputs["kept"])) if "kept" in ctx.inputs else []

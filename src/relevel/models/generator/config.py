@@ -17,11 +17,6 @@ CPU_SECONDS_PER_EXAMPLE = {"seq2seq": 0.026, "causal-lm": 0.8, "llm-prompt": 0.0
 CPU_SECONDS_PER_QUERY = {"seq2seq": 0.027, "causal-lm": 0.33, "llm-prompt": 0.0}
 
 
-def query_seconds_over_seq2seq(backend: str) -> float:
-    """What one generated query costs `backend` beyond the seq2seq generator the steps' costs were measured with."""
-    return CPU_SECONDS_PER_QUERY[backend] - CPU_SECONDS_PER_QUERY["seq2seq"]
-
-
 class GeneratorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
