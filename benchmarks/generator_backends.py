@@ -32,7 +32,7 @@ from relevel.data.splits import cap_levels, split_by_document
 from relevel.eval.generation import control_accuracy, diversity
 from relevel.models.generator import create_generator, load_generator
 from relevel.models.judge import load_judge
-from relevel.pipeline.generate import BASELINES
+from relevel.pipeline.generate import baseline_control
 from relevel.pipeline.io import read_records
 
 CAUSAL_DEFAULTS = {"learning_rate": 2e-4, "batch_size": 8, "epochs": 1.0}
@@ -79,13 +79,7 @@ def main() -> None:
     print(f"{len(fit)} fit / {len(tune)} tune examples from {args.documents} documents; "
           f"{len(docs)} dev titles × {len(levels)} levels × {args.queries_per_level} queries")
 
-    rng = np.random.default_rng(args.seed)
-    cut = int(np.median([len(q) for q in train_queries]))
-    baseline_queries = dict(zip(BASELINES, ([d for d in docs], [d[:cut] for d in docs],
-                                            list(rng.choice(train_queries, len(docs))))))
-    baselines = {name: control_accuracy([lvl for lvl in levels for _ in docs],
-                                        [j for _ in levels for j in judge.predict(queries, docs).levels], scale)
-                 for name, queries in baseline_queries.items()}
+    baselines = baseline_control(judge, docs, train_queries, scale, args.seed)
     print("baselines:", json.dumps(baselines))
 
     overrides = {**CAUSAL_DEFAULTS, **{k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}}

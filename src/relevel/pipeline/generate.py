@@ -14,7 +14,7 @@ from relevel.data.splits import cap_levels, split_by_document
 from relevel.eval.generation import control_accuracy, diversity
 from relevel.models.generator import create_generator, load_generator
 from relevel.models.generator.config import CPU_SECONDS_PER_EXAMPLE, GeneratorConfig
-from relevel.models.judge import load_judge
+from relevel.models.judge import Judge, load_judge
 from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import ChunkedOutputs, read_records
 from relevel.pipeline.step import RUNTIME, Step, StepContext, StepResult, Work, encoder_store
@@ -92,6 +92,19 @@ class RetrainGenerator(TrainGenerator):
 BASELINES = ("copy document", "cut document", "random training query")
 
 
+def baseline_control(judge: Judge, docs: list[str], train_queries: list[str], scale: LevelScale, seed: int,
+                     batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Control accuracy of each trivial baseline: a baseline ignores the target level, so its one query per
+    document stands for every level."""
+    cut = int(np.median([len(q) for q in train_queries]))
+    random_queries = list(np.random.default_rng(seed).choice(train_queries, len(docs)))
+    queries = dict(zip(BASELINES, ([doc for doc in docs], [doc[:cut] for doc in docs], random_queries)))
+    levels = range(scale.num_levels)
+    return {name: control_accuracy([lvl for lvl in levels for _ in docs],
+                                   [j for _ in levels for j in judge.predict(qs, docs, batch_size).levels], scale)
+            for name, qs in queries.items()}
+
+
 @dataclass(kw_only=True)
 class ControlAccuracy(RunsGenerator, Step):
     """Generates queries for held-out documents at every level; a judge that filtered nothing scores them,
@@ -132,11 +145,6 @@ class ControlAccuracy(RunsGenerator, Step):
                    for (doc_id, doc, level), queries in zip(rows, generated) for query in queries]
         del generator
 
-        rng = np.random.default_rng(self.seed)
-        cut = int(np.median([len(q) for q in train_queries]))
-        baseline_queries = {"copy document": [doc for _, doc in docs],
-                            "cut document": [doc[:cut] for _, doc in docs],
-                            "random training query": list(rng.choice(train_queries, len(docs)))}
         judge = load_judge(ctx.inputs["judge"], encoder_store(ctx))
         judged = judge.predict([r["query"] for r in records], [r["doc"] for r in records], self.batch_size,
                                progress=ctx.progress)
@@ -147,13 +155,9 @@ class ControlAccuracy(RunsGenerator, Step):
         targets = [r["target"] for r in records]
         metrics = {"documents": len(docs), "generator": {
             "control": control_accuracy(targets, [r["judged"] for r in records], self.scale),
-            "diversity": diversity([r["query"] for r in records], [r["doc"] for r in records], known)},
-            "baselines": {}}
-        for name, queries in baseline_queries.items():
-            levels_judged = judge.predict(queries, [doc for _, doc in docs], self.batch_size).levels
-            # a baseline ignores the target: the same query stands for every level
-            metrics["baselines"][name] = {"control": control_accuracy(
-                [lvl for lvl in levels for _ in docs], [j for _ in levels for j in levels_judged], self.scale)}
+            "diversity": diversity([r["query"] for r in records], [r["doc"] for r in records], known)}}
+        metrics["baselines"] = {name: {"control": hits} for name, hits in baseline_control(
+            judge, [doc for _, doc in docs], train_queries, self.scale, self.seed, self.batch_size).items()}
         real = list(read_records(ctx.inputs["documents"]))
         metrics["real_queries"] = {"control": control_accuracy(
             [r["level"] for r in real],
