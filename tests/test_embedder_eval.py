@@ -124,6 +124,11 @@ def test_demo_experiment_saves_embedders_that_embed_eval_reads(demo_dir, tmp_pat
     assert trained["counts"]["synthetic"] > 0 and trained["metrics"]["fit"]["steps"] == 40
     real = json.loads((run_dir / "embed-real-s0" / "manifest.json").read_text())
     assert real["counts"]["synthetic"] == 0 and real["metrics"]["fit"]["steps"] == 40  # same optimiser steps
+    # CoSENT batches never mix labellers: the judge-kept pairs are a dataset of their own
+    examples = trained["metrics"]["fit"]["examples"]
+    assert examples["cosent-judged"] == trained["counts"]["synthetic"]
+    assert examples["cosent"] == trained["counts"]["pairs"] - trained["counts"]["synthetic"]
+    assert "cosent-judged" not in real["metrics"]["fit"]["examples"]
 
     result = relevel_cli("embed", "eval", "--config", "builtin:demo/demo.yaml", "--model", model_dir, "--data",
                          REPO / "src" / "relevel" / "demo" / "dev.jsonl", "--out", tmp_path / "eval")

@@ -43,7 +43,7 @@ class TrainEmbedder(Step):
     """Fine-tunes the embedder on real pairs plus, per variant, the kept synthetic queries; hard negatives
     are mined from every training and unlabelled document."""
 
-    VERSION: ClassVar[int] = 2  # 2: frozen layers from the store, without dropout
+    VERSION: ClassVar[int] = 3  # 2: frozen layers from the store, without dropout; 3: CoSENT batches per labeller
     inputs: ClassVar[tuple[str, ...]] = ("train",)
     optional_inputs: ClassVar[tuple[str, ...]] = ("synthetic", "unlabeled")
     outputs: ClassVar[tuple[str, ...]] = ("model",)

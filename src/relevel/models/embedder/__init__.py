@@ -162,8 +162,14 @@ def train_embedder(config: EmbedderConfig, scale: LevelScale, pairs: Sequence[La
             rows, too_few = with_hard_negatives(rows, pairs, config, corpus, encoder_store)
         datasets["infonce"] = Dataset.from_dict(rows)
     if "cosent" in config.loss:
-        datasets["cosent"] = Dataset.from_dict({"query": [p.query for p in pairs], "document": [p.doc for p in pairs],
-                                                "score": [p.level / scale.max_level for p in pairs]})
+        # CoSENT orders every two pairs of a batch by level, and a judge's levels are not on the human
+        # labellers' scale: each labeller gets batches of its own (one dataset each)
+        for name, labelled in (("cosent", [p for p in pairs if p.source == "real"]),
+                               ("cosent-judged", [p for p in pairs if p.source != "real"])):
+            if labelled:
+                datasets[name] = Dataset.from_dict({"query": [p.query for p in labelled],
+                                                    "document": [p.doc for p in labelled],
+                                                    "score": [p.level / scale.max_level for p in labelled]})
     prompts = {"query": config.query_prompt, "document": config.document_prompt,
                **{f"negative_{i + 1}": config.document_prompt for i in range(config.hard_negatives)}}
     trained = (with_stored_lower_layers(model, config, datasets, prompts, encoder_store, progress)
@@ -171,8 +177,9 @@ def train_embedder(config: EmbedderConfig, scale: LevelScale, pairs: Sequence[La
     losses = {}
     if "infonce" in datasets:
         losses["infonce"] = GradedInfoNCELoss(trained, config.infonce_scale)
-    if "cosent" in datasets:
-        losses["cosent"] = CoSENTLoss(trained)
+    if "cosent" in config.loss:
+        cosent = CoSENTLoss(trained)
+        losses.update({name: cosent for name in datasets if name.startswith("cosent")})
     if config.matryoshka_dims:
         losses = {name: MatryoshkaLoss(trained, loss, list(config.matryoshka_dims)) for name, loss in losses.items()}
     counts = {name: len(ds) for name, ds in datasets.items()}
@@ -183,7 +190,8 @@ def train_embedder(config: EmbedderConfig, scale: LevelScale, pairs: Sequence[La
             per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
             warmup_steps=config.warmup_ratio, seed=config.seed, data_seed=config.seed,  # a float: a ratio
             batch_sampler=BatchSamplers.NO_DUPLICATES,  # a duplicate text in a batch is a false negative
-            multi_dataset_batch_sampler=MultiDatasetBatchSamplers.ROUND_ROBIN,
+            # batches drawn in proportion to each dataset's size: every example is seen about equally often
+            multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
             prompts=prompts,
             save_strategy="no", report_to="none", logging_steps=10, disable_tqdm=True, use_cpu=True,
             dataloader_drop_last=True)

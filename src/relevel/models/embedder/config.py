@@ -21,8 +21,9 @@ class EmbedderConfig(BaseModel):
     max_seq_length: int = Field(64, gt=8, description="Tokens per text; queries and titles are short.")
     loss: Loss = Field("graded-infonce+cosent", description="'graded-infonce': InfoNCE over in-batch and "
                        "hard negatives, each positive weighted by its level (SSRA); 'infonce': the same, "
-                       "unweighted; 'cosent': the level as a similarity target; '+cosent': both, batches "
-                       "alternating (ranking from InfoNCE, score calibration from CoSENT).")
+                       "unweighted; 'cosent': the level as a similarity target; '+cosent': both, each batch one "
+                       "loss's, in proportion to their examples (ranking from InfoNCE, score calibration from "
+                       "CoSENT).")
     matryoshka_dims: tuple[int, ...] | None = Field((384, 256, 128, 64), description="Train truncated "
                                                     "vectors too (null: full size only).")
     hard_negatives: int = Field(1, ge=0, description="Mined hard negatives per positive (InfoNCE losses).")
