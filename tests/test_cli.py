@@ -10,8 +10,8 @@ import pytest
 from conftest import QBQTC, REPO, pair, relevel_cli, relevel_main, write_config, write_lines, write_table
 from relevel.config import RewriteConfig, load_config
 from relevel.data.schema import normalize_text
+from relevel.models.judge.config import CPU_SECONDS_PER_TRAINING_PAIR
 from relevel.pipeline.io import read_records
-from relevel.pipeline.judge import TrainJudge
 from relevel.pipeline.run import estimate_run, plan_table
 
 
@@ -106,13 +106,19 @@ def test_dry_run_projects_records_model_calls_llm_requests_and_time(tmp_path):
     assert estimates["link"].work.outputs == {"links": links} and estimates["reannotate"].work.judge_calls == links
     requested = config.synthesis.documents_per_round * config.synthesis.candidates
     assert estimates["synthesize-r1"].work.generated == requested == estimates["judge-r1"].work.judge_calls
-    assert estimates["judge"].seconds == pytest.approx(15129 * TrainJudge.SECONDS_PER_ITEM)
+    assert estimates["judge"].seconds == pytest.approx(15129 * CPU_SECONDS_PER_TRAINING_PAIR["embedding-features"])
     assert estimates["embed-real-s0"].records == config.embedder.steps
     # a causal-LM generator costs 12-30x the seq2seq default per query and per example on CPU (RESULTS.md)
     causal = config.model_copy(update={"generator": config.generator.model_copy(update={"backend": "causal-lm"})})
     slow = {e.planned.step.name: e for e in estimate_run(causal, tmp_path / "run")}
     for step in ("generator", "synthesize-r1", "control", "generator-vanilla", "synthesize-vanilla"):
         assert slow[step].seconds > 5 * estimates[step].seconds > 0, step
+    # the 12-layer cross-encoder judge trains 2 epochs (3x) and judges pair by pair (6x) on CPU (RESULTS.md)
+    cross = config.model_copy(update={"judge": config.judge.model_copy(update={"backend": "cross-encoder"})})
+    slow = {e.planned.step.name: e for e in estimate_run(cross, tmp_path / "run")}
+    for step, factor in (("judge", 2.5), ("judge-heldout", 2.5), ("judge-dev", 5), ("reannotate", 5),
+                         ("judge-r1", 5), ("judge-vanilla", 5)):
+        assert slow[step].seconds > factor * estimates[step].seconds > 0, step
     # LLM steps: requests and tokens, and no time (the server's speed is not known)
     prompt_only = estimates["synthesize-prompt-only"]
     assert prompt_only.llm_requests == prompt_only.work.generated // config.synthesis.candidates > 0

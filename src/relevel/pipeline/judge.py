@@ -17,7 +17,7 @@ from relevel.eval.classification import (
 )
 from relevel.models.judge import Judge, create_judge, load_judge
 from relevel.models.judge.base import softmax
-from relevel.models.judge.config import JudgeConfig
+from relevel.models.judge.config import CPU_SECONDS_PER_JUDGED_PAIR, JudgeConfig
 from relevel.pipeline.io import ChunkedOutputs, read_records
 from relevel.pipeline.step import INPUT_FILE, RUNTIME, RecordStep, Step, StepContext, StepResult, Work, encoder_store
 
@@ -30,7 +30,6 @@ class TrainJudge(Step):
 
     inputs: ClassVar[tuple[str, ...]] = ("train",)
     outputs: ClassVar[tuple[str, ...]] = ("model",)
-    SECONDS_PER_ITEM: ClassVar[float] = 0.02  # per training pair, the default (embedding-features) judge
 
     scale: LevelScale
     config: JudgeConfig
@@ -40,7 +39,10 @@ class TrainJudge(Step):
 
     def estimate(self, sizes: dict[str, int]) -> Work | None:
         pairs = sizes.get("train")
-        return Work(pairs // 2 if self.subset == "held-out" else pairs) if pairs is not None else None
+        if pairs is None:
+            return None
+        pairs = pairs // 2 if self.subset == "held-out" else pairs
+        return Work(pairs, seconds=self.config.cpu_training_seconds(pairs))
 
     def run(self, ctx: StepContext) -> StepResult:
         pairs = [LabeledPair(**r) for r in read_records(ctx.inputs["train"])]
@@ -67,11 +69,12 @@ class JudgePairs(RecordStep):
     inputs: ClassVar[tuple[str, ...]] = ("pairs",)
     optional_inputs: ClassVar[tuple[str, ...]] = ("judge",)
     outputs: ClassVar[tuple[str, ...]] = ("predictions",)
-    SECONDS_PER_ITEM: ClassVar[float] = 0.0015  # per pair (0.0008 where both texts are encoded already)
 
     scale: LevelScale
     model: Path | None = field(default=None, metadata=INPUT_FILE)
     batch_size: int = field(default=64, metadata=RUNTIME)
+    # only for the dry run's projection (the judge's own config says it; see JudgeConfig.cpu_seconds_per_pair)
+    seconds_per_pair: float = field(default=CPU_SECONDS_PER_JUDGED_PAIR["embedding-features"], metadata=RUNTIME)
 
     def __post_init__(self):
         if ("judge" in self.bind) == (self.model is not None):
@@ -88,7 +91,9 @@ class JudgePairs(RecordStep):
 
     def estimate(self, sizes: dict[str, int]) -> Work | None:
         pairs = sizes.get("pairs")
-        return Work(pairs, {"predictions": pairs}, judge_calls=pairs) if pairs is not None else None
+        if pairs is None:
+            return None
+        return Work(pairs, {"predictions": pairs}, judge_calls=pairs, seconds=pairs * self.seconds_per_pair)
 
     def process(self, batch: list[dict]) -> dict[str, list[dict]]:
         if self._judge is None:  # loaded on the first chunk that needs work: a fully resumed step skips it

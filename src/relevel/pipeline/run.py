@@ -58,16 +58,21 @@ def build_steps(config: RunConfig) -> list[Step]:
     steps.append(DataStats(name="stats", bind=prepared, scale=config.scale))
     steps.append(TrainJudge(name="judge", bind={"train": prepared["train"]}, scale=config.scale,
                             config=config.judge))
-    batch_size = config.runtime.inference_batch_size
     if "dev" in splits:
-        steps.append(JudgePairs(name="judge-dev", bind={"judge": "judge/model", "pairs": prepared["dev"]},
-                                scale=config.scale, batch_size=batch_size))
+        steps.append(judge_step(config, "judge-dev", prepared["dev"]))
     steps += stage1_steps(config, prepared)
     if "unlabeled" in prepared:
         steps += stage2_steps(config, prepared)
     if config.experiment is not None:
         steps += experiment_steps(config, prepared)
     return steps
+
+
+def judge_step(config: RunConfig, name: str, pairs: str) -> JudgePairs:
+    """The run's judge on one set of pairs."""
+    return JudgePairs(name=name, bind={"judge": "judge/model", "pairs": pairs}, scale=config.scale,
+                      batch_size=config.runtime.inference_batch_size,
+                      seconds_per_pair=config.judge.cpu_seconds_per_pair())
 
 
 def stage1_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
@@ -77,8 +82,7 @@ def stage1_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
         link_bind["unlabeled"] = prepared["unlabeled"]
     steps: list[Step] = [
         LinkCandidates(name="link", bind=link_bind, config=config.linking),
-        JudgePairs(name="reannotate", bind={"judge": "judge/model", "pairs": "link/links"}, scale=config.scale,
-                   batch_size=config.runtime.inference_batch_size),
+        judge_step(config, "reannotate", "link/links"),
         BuildD2Q(name="d2q", bind={"train": prepared["train"], "links": "link/links",
                                    "predictions": "reannotate/predictions"}, scale=config.scale,
                  config=config.annotation),
@@ -119,8 +123,7 @@ def stage2_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
                                prepared["unlabeled"], "train": prepared["train"], **previous},
                                scale=config.scale, config=synthesis, round=r,
                                generator_backend=config.generator.backend),
-            JudgePairs(name=f"judge-r{r}", bind={"judge": "judge/model", "pairs": f"synthesize-r{r}/candidates"},
-                       scale=config.scale, batch_size=config.runtime.inference_batch_size),
+            judge_step(config, f"judge-r{r}", f"synthesize-r{r}/candidates"),
             FilterCandidates(name=f"filter-r{r}", bind={"candidates": f"synthesize-r{r}/candidates",
                              "predictions": f"judge-r{r}/predictions", "train": prepared["train"],
                              **({"kept": previous["kept"]} if previous else {})},
@@ -189,9 +192,7 @@ def baseline_synthesis_steps(config: RunConfig, prepared: dict[str, str], baseli
         GenerateCandidates(name=f"synthesize-{baseline}", bind={"generator": generator, "documents":
                            prepared["unlabeled"], "train": prepared["train"]}, scale=config.scale,
                            config=synthesis, round=1, generator_backend=generator_config.backend),
-        JudgePairs(name=f"judge-{baseline}", bind={"judge": "judge/model",
-                                                  "pairs": f"synthesize-{baseline}/candidates"},
-                   scale=config.scale, batch_size=config.runtime.inference_batch_size),
+        judge_step(config, f"judge-{baseline}", f"synthesize-{baseline}/candidates"),
         FilterCandidates(name=f"filter-{baseline}", bind={"candidates": f"synthesize-{baseline}/candidates",
                          "predictions": f"judge-{baseline}/predictions", "train": prepared["train"]},
                          scale=config.scale, config=synthesis, round=1, generator=generator,

@@ -10,6 +10,13 @@ from relevel.models.base_model import OFFLINE_BASE, OFFLINE_CAUSAL_LM
 from relevel.models.llm.config import LLMConfig
 from relevel.models.lora import LoRAConfig
 
+# Seconds on the reference 2-core CPU (benchmarks/RESULTS.md), for `relevel run --dry-run`: per training pair
+# and epoch (embedding-features trains in one pass), and per judged pair (reasoning-lm: with its reasoning).
+# An `llm` judge's time is its endpoint's: the plan counts its requests instead.
+CPU_SECONDS_PER_TRAINING_PAIR = {"embedding-features": 0.02, "cross-encoder": 0.03, "reasoning-lm": 2.8, "llm": 0.0}
+CPU_SECONDS_PER_JUDGED_PAIR = {"embedding-features": 0.0015, "cross-encoder": 0.0095, "reasoning-lm": 1.6,
+                               "llm": 0.0}
+
 
 class JudgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,3 +72,14 @@ class JudgeConfig(BaseModel):
     calibrate: bool = Field(True, description="Fit a temperature on the tune slice so probabilities mean "
                             "what they say.")
     seed: int = 0
+
+    def cpu_training_seconds(self, pairs: int) -> float:
+        """Projected time to train on `pairs` labelled pairs (reasoning-lm samples `train_examples` of them)."""
+        if self.backend == "reasoning-lm":
+            pairs = min(pairs, self.train_examples)
+        epochs = 1.0 if self.backend == "embedding-features" else self.epochs
+        return pairs * epochs * CPU_SECONDS_PER_TRAINING_PAIR[self.backend]
+
+    def cpu_seconds_per_pair(self) -> float:
+        """Projected time to judge one pair."""
+        return CPU_SECONDS_PER_JUDGED_PAIR[self.backend]
