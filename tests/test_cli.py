@@ -117,7 +117,7 @@ def test_dry_run_projects_records_model_calls_llm_requests_and_time(tmp_path):
     cross = config.model_copy(update={"judge": config.judge.model_copy(update={"backend": "cross-encoder"})})
     slow = {e.planned.step.name: e for e in estimate_run(cross, tmp_path / "run")}
     for step, factor in (("judge", 2.5), ("judge-heldout", 2.5), ("judge-dev", 5), ("reannotate", 5),
-                         ("judge-r1", 5), ("judge-vanilla", 5)):
+                         ("judge-r1", 5), ("judge-vanilla", 5), ("control", 1.5)):
         assert slow[step].seconds > factor * estimates[step].seconds > 0, step
     # LLM steps: requests and tokens, and no time (the server's speed is not known)
     prompt_only = estimates["synthesize-prompt-only"]

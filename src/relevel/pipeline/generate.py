@@ -15,6 +15,7 @@ from relevel.eval.generation import control_accuracy, diversity
 from relevel.models.generator import create_generator, load_generator
 from relevel.models.generator.config import CPU_SECONDS_PER_EXAMPLE, GeneratorConfig
 from relevel.models.judge import Judge, load_judge
+from relevel.models.judge.config import CPU_SECONDS_PER_JUDGED_PAIR
 from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import ChunkedOutputs, read_records
 from relevel.pipeline.step import RUNTIME, Step, StepContext, StepResult, Work, encoder_store
@@ -115,13 +116,17 @@ class ControlAccuracy(RunsGenerator, Step):
 
     inputs: ClassVar[tuple[str, ...]] = ("generator", "judge", "documents", "train")
     outputs: ClassVar[tuple[str, ...]] = ("generated",)
-    SECONDS_PER_ITEM: ClassVar[float] = 0.037  # per generated query, judged by the held-out judge (seq2seq)
+    # per generated query, judged by the held-out judge (seq2seq generator, embedding-features judge)
+    SECONDS_PER_ITEM: ClassVar[float] = 0.037
 
     scale: LevelScale
     documents: int = 300
     queries_per_level: int = 2
     seed: int = 0
     batch_size: int = field(default=64, metadata=RUNTIME)
+    # only for the dry run's projection, as the generator's backend (JudgeConfig.cpu_seconds_per_pair)
+    judge_seconds_per_pair: float = field(default=CPU_SECONDS_PER_JUDGED_PAIR["embedding-features"],
+                                          metadata=RUNTIME)
 
     def estimate(self, sizes: dict[str, int]) -> Work | None:
         if "documents" not in sizes:
@@ -130,8 +135,9 @@ class ControlAccuracy(RunsGenerator, Step):
         generated = documents * self.scale.num_levels * self.queries_per_level
         # judged: the generated queries, the trivial baselines' and the real queries at their human level
         judged = generated + len(BASELINES) * documents + sizes["documents"]
+        slower_judge = judged * (self.judge_seconds_per_pair - CPU_SECONDS_PER_JUDGED_PAIR["embedding-features"])
         return Work(generated, {"generated": generated}, judge_calls=judged, generated=generated,
-                    seconds=generated * self.seconds_per_query(self.SECONDS_PER_ITEM))
+                    seconds=generated * self.seconds_per_query(self.SECONDS_PER_ITEM) + slower_judge)
 
     def run(self, ctx: StepContext) -> StepResult:
         docs = self._documents(ctx)

@@ -102,7 +102,8 @@ def control_step(config: RunConfig, name: str, generator: str, prepared: dict[st
                                             "documents": "ingest-dev/records", "train": prepared["train"]},
                            scale=config.scale, documents=config.control.documents,
                            queries_per_level=config.control.queries_per_level, seed=config.control.seed,
-                           batch_size=config.runtime.inference_batch_size, generator_backend=config.generator.backend)
+                           batch_size=config.runtime.inference_batch_size, generator_backend=config.generator.backend,
+                           judge_seconds_per_pair=config.judge.cpu_seconds_per_pair())
 
 
 def last_round_step(config: RunConfig, kind: str) -> str | None:
