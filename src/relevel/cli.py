@@ -318,8 +318,8 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")
 
 def _finish(result: run_module.RunResult) -> None:
     by_step = {o.step: o.manifest for o in result.outcomes}
-    for table in run_module.data_tables(by_step["stats"]["metrics"]) if "stats" in by_step else []:
-        print_table(table)
+    if "stats" in by_step:
+        _print_blocks(run_module.data_report(by_step["stats"]["metrics"]))
     if "judge" in by_step:
         _print_blocks(run_module.judge_report(result.config, by_step))
     if "d2q" in by_step:

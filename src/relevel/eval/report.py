@@ -68,6 +68,14 @@ def documents_table(split: str, stats: dict) -> Table:
                    _percentiles(stats["document_chars"])]])
 
 
+def token_limit_table(rows: list[tuple[str, dict]]) -> Table:
+    """(split, row of the stats step's `token_limits`) pairs: how many texts each model setting cuts."""
+    return Table("Texts longer than a model's token limit (cut by the model)",
+                 ["setting", "limit", "split", "texts", "tokens p50 / p90 / p99 / max", "cut", "share cut"],
+                 [[r["setting"], r["limit"], split, r["texts"], _percentiles(r["tokens"]), r["cut"], r["share_cut"]]
+                  for split, r in rows])
+
+
 def _percentiles(p: dict[str, int]) -> str:
     return " / ".join(str(p[k]) for k in ("p50", "p90", "p99", "p100"))
 

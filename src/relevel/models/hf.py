@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -29,8 +30,21 @@ def load_pretrained(base_model: str, model_class, num_layers: int | None = None,
         check_weights(path)
     if num_layers:
         kwargs["num_hidden_layers"] = num_layers
-    try:
+    with _load_error(base_model):
         return AutoTokenizer.from_pretrained(path), model_class.from_pretrained(path, **kwargs)
+
+
+def load_tokenizer(base_model: str) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer alone (to measure texts in its tokens without loading weights)."""
+    quiet_transformers()
+    with _load_error(base_model):
+        return AutoTokenizer.from_pretrained(resolve_model(base_model))
+
+
+@contextmanager
+def _load_error(base_model: str):
+    try:
+        yield
     except OSError as exc:  # transformers' way of saying "not found here or on the hub"
         raise RelevelError(f"cannot load base model {base_model!r}: {exc}. Offline, use "
                            f"'{OFFLINE_BASE}' or a local model folder.") from None

@@ -16,7 +16,14 @@ from relevel.eval.bootstrap import paired_bootstrap
 from relevel.eval.classification import classification_tables
 from relevel.eval.generation import control_tables
 from relevel.eval.plots import control_by_round, level_distribution, metrics_by_variant
-from relevel.eval.report import Table, documents_table, level_table, structure_table, write_report
+from relevel.eval.report import (
+    Table,
+    documents_table,
+    level_table,
+    structure_table,
+    token_limit_table,
+    write_report,
+)
 from relevel.models.encoder import use_runtime
 from relevel.pipeline.annotate import BuildD2Q, LinkCandidates
 from relevel.pipeline.estimate import LLMCalls, StepEstimate, estimate_plan
@@ -28,13 +35,34 @@ from relevel.pipeline.judge import JudgePairs, TrainJudge
 from relevel.pipeline.review import human_check_sections
 from relevel.pipeline.rewrite import RewriteContent
 from relevel.pipeline.runner import RUN_CONFIG, Pipeline, StepOutcome, check_run_dir, pipeline_for, read_manifest
-from relevel.pipeline.stats import DataStats
+from relevel.pipeline.stats import CUT_WARNING_SHARE, DataStats, TokenLimit
 from relevel.pipeline.step import Step, Work
 from relevel.pipeline.synthesize import GenerateCandidates
 from relevel.pipeline.train_embedder import VARIANTS, EvaluateBM25, EvaluateEmbedder, TrainEmbedder
 
 # Experiment variants whose synthetic queries come from another generator than SSRA's, in one round.
 BASELINE_GENERATORS = ("vanilla", "prompt-only")
+
+
+def token_limits(config: RunConfig) -> list[TokenLimit]:
+    """The settings at which the run's encoder models cut their input (the LLM backends have their own)."""
+    judge, generator, embedder = config.judge, config.generator, config.embedder
+    limits = []
+    if judge.backend == "embedding-features":
+        limits += [TokenLimit("judge.max_length", judge.base_model, judge.max_length, "documents",
+                              judge.document_prefix),
+                   TokenLimit("judge.max_length", judge.base_model, judge.max_length, "queries", judge.query_prefix)]
+    elif judge.backend == "cross-encoder":  # per pair: the document alone is a lower bound
+        limits.append(TokenLimit("judge.max_length", judge.base_model, judge.max_length, "documents"))
+    if generator.backend == "seq2seq":
+        limits += [TokenLimit("generator.max_document_tokens", generator.base_model, generator.max_document_tokens,
+                              "documents", generator.document_prefix),
+                   TokenLimit("generator.max_query_tokens", generator.base_model, generator.max_query_tokens,
+                              "queries", special_tokens=False)]
+    if config.experiment is not None:
+        limits += [TokenLimit("embedder.max_seq_length", embedder.base_model, embedder.max_seq_length, kind, prefix)
+                   for kind, prefix in (("documents", embedder.document_prompt), ("queries", embedder.query_prompt))]
+    return limits
 
 
 def build_steps(config: RunConfig) -> list[Step]:
@@ -55,7 +83,7 @@ def build_steps(config: RunConfig) -> list[Step]:
             holdout_bind["unlabeled"] = prepared["unlabeled"]
         steps.append(HoldOutEvaluation(name="holdout", bind=holdout_bind))
         prepared.update({split: f"holdout/{split}" for split in holdout_bind if split != "eval"})
-    steps.append(DataStats(name="stats", bind=prepared, scale=config.scale))
+    steps.append(DataStats(name="stats", bind=prepared, scale=config.scale, token_limits=token_limits(config)))
     steps.append(TrainJudge(name="judge", bind={"train": prepared["train"]}, scale=config.scale,
                             config=config.judge))
     if "dev" in splits:
@@ -351,12 +379,18 @@ def steps_table(outcomes: list[StepOutcome]) -> Table:
     return Table("Steps", ["step", "status", "wall now", "wall when run", "peak RSS MiB", "records out"], rows)
 
 
-def data_tables(stats: dict[str, dict]) -> list[Table]:
+def data_report(stats: dict[str, dict]) -> list[Table | str]:
     pair_splits = {split: s for split, s in stats.items() if "pairs" in s}
-    tables = [level_table(split, s) for split, s in pair_splits.items()]
-    tables.append(structure_table(pair_splits))
-    tables += [documents_table(split, s) for split, s in stats.items() if "pairs" not in s]
-    return tables
+    blocks: list[Table | str] = [level_table(split, s) for split, s in pair_splits.items()]
+    blocks.append(structure_table(pair_splits))
+    blocks += [documents_table(split, s) for split, s in stats.items() if "pairs" not in s]
+    limits = [(split, row) for split, s in stats.items() for row in s.get("token_limits", [])]
+    if limits:
+        blocks.append(token_limit_table(limits))
+    blocks += [f"Warning: {row['setting']} = {row['limit']} cuts {row['share_cut']:.0%} of the {split} {row['texts']} "
+               f"(p99 {row['tokens']['p99']} tokens); raise it in the config if their ends matter."
+               for split, row in limits if row["share_cut"] > CUT_WARNING_SHARE]
+    return blocks
 
 
 def judge_report(config: RunConfig, by_step: dict[str, dict]) -> list[Table | str]:
@@ -549,7 +583,7 @@ def write_run_report(config: RunConfig, run_dir: Path, outcomes: list[StepOutcom
          [Table("Removed", ["what", "records"], [[k, v] for k, v in held_out.items()]) if held_out
           else "Nothing overlapped the evaluation split." if "holdout" in by_step
           else "No evaluation split configured."]),
-        *([("Data", data_tables(by_step["stats"]["metrics"]))] if "stats" in by_step else []),
+        *([("Data", data_report(by_step["stats"]["metrics"]))] if "stats" in by_step else []),
         *([("Judge", judge_report(config, by_step))] if "judge" in by_step else []),
         *([("Stage 1: re-annotation and query generator", stage1_report(config, by_step))]
           if "d2q" in by_step else []),

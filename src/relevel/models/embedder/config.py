@@ -18,7 +18,8 @@ class EmbedderConfig(BaseModel):
                             "a local folder).")
     query_prompt: str = Field("query: ", description="Stored as the model's `query` prompt (e5's).")
     document_prompt: str = Field("passage: ", description="Stored as the model's `document` prompt (e5's).")
-    max_seq_length: int = Field(64, gt=8, description="Tokens per text; queries and titles are short.")
+    max_seq_length: int = Field(128, gt=8, description="Tokens per text, prompt included; longer texts are cut "
+                                "(the run's data summary counts them).")
     loss: Loss = Field("graded-infonce+cosent", description="'graded-infonce': InfoNCE over in-batch and "
                        "hard negatives, each positive weighted by its level (SSRA); 'infonce': the same, "
                        "unweighted; 'cosent': the level as a similarity target; '+cosent': both, each batch one "
