@@ -11,6 +11,7 @@ texts use (of 250k, a few tens of thousands): the full softmax would cost more t
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import tempfile
@@ -40,6 +41,8 @@ from relevel.models.generator.config import GeneratorConfig
 from relevel.models.hf import ProgressBar, early_stopping_arguments
 
 VOCAB_FILE = "pieces.npy"
+# transformers 5.x renamed the decoding cache argument `past_key_values` to `cache` (the old name warns)
+CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(BertLMHeadModel.forward).parameters else "past_key_values"
 
 
 class PieceVocabulary:
@@ -93,13 +96,14 @@ class PointerGeneratorDecoder(BertLMHeadModel):
         self.continuation_bonus = torch.nn.Parameter(torch.tensor(3.0))
 
     def forward(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-                document_ids=None, levels=None, labels=None, past_key_values=None, use_cache=None, **kwargs):
+                document_ids=None, levels=None, labels=None, **kwargs):
         kwargs["token_type_ids"] = levels[:, None].expand_as(input_ids)
         kwargs.pop("output_hidden_states", None)
+        # the decoding cache passes through in kwargs under whichever name this transformers version uses
+        # (`past_key_values`, or `cache` from 5.x): naming one here would set both
         output = super().forward(input_ids=input_ids, attention_mask=attention_mask,
                                  encoder_hidden_states=encoder_hidden_states,
-                                 encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
-                                 use_cache=use_cache, output_hidden_states=True, **kwargs)
+                                 encoder_attention_mask=encoder_attention_mask, output_hidden_states=True, **kwargs)
         state = output.hidden_states[-1]
         scores = self.pointer_query(state) @ self.pointer_key(encoder_hidden_states).transpose(1, 2)
         scores = scores / math.sqrt(state.shape[-1])
@@ -322,7 +326,7 @@ class Seq2SeqGenerator(QueryGenerator):
                     do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p, top_k=0,
                     max_new_tokens=self.config.max_query_tokens - 1, num_return_sequences=n,
                     # BertLMHeadModel's cross-attention needs an encoder-decoder cache (transformers 5)
-                    past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()), **special)
+                    **{CACHE_ARGUMENT: EncoderDecoderCache(DynamicCache(), DynamicCache())}, **special)
                 texts = [self.tokenizer.decode(self.vocab.to_base(s[1:]), skip_special_tokens=True).strip()
                          for s in sequences.tolist()]
                 for row in range(len(first)):
