@@ -172,6 +172,9 @@ def test_a_run_writes_nothing_outside_its_folder_but_the_declared_caches(tiny_ru
     assert outside and all(cache in p.parents for p in outside), outside  # HOME, TMPDIR and the cwd stay empty
     assert {p.relative_to(cache).parts[:2] for p in outside} <= {("libraries", "matplotlib"),
                                                                  ("libraries", "jieba")}, outside
+    # jieba's dictionary cache is written there (it printed a traceback when its folder was missing)
+    assert list((cache / "libraries" / "jieba").glob("jieba*.cache"))
+    assert "Dump cache file failed" not in tiny_run.result.stderr
 
 
 def test_an_api_key_never_reaches_the_run_directory_or_the_output(tiny_run, tiny_base, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from functools import cache
 
 import bm25s
 import jieba
@@ -18,12 +19,21 @@ from relevel.caches import library_cache
 from relevel.data.schema import normalize_text
 
 jieba.setLogLevel(logging.WARNING)
-jieba.dt.tmp_dir = str(library_cache("jieba"))  # its dictionary cache, else written to the temp dir
 _WORDLIKE = re.compile(r"\w")  # keeps words and numbers, drops punctuation and spaces
 
 
+@cache
+def _segmenter() -> jieba.Tokenizer:
+    """jieba's tokenizer, its dictionary cache in relevel's cache dir (else in the temp dir). The folder must
+    exist: jieba does not make it, and prints a traceback when it cannot write the cache there."""
+    folder = library_cache("jieba")
+    folder.mkdir(parents=True, exist_ok=True)
+    jieba.dt.tmp_dir = str(folder)
+    return jieba.dt
+
+
 def segment(text: str) -> list[str]:
-    return [token for token in jieba.lcut(normalize_text(text)) if _WORDLIKE.search(token)]
+    return [token for token in _segmenter().lcut(normalize_text(text)) if _WORDLIKE.search(token)]
 
 
 class BM25Index:
