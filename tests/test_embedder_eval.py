@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from relevel.eval.bootstrap import paired_bootstrap
-from relevel.eval.retrieval import GradedPairs, graded_metrics, pair_metrics, retrieval_metrics
+from relevel.eval.retrieval import GradedPairs, graded_metrics, pair_metrics, retrieval_corpus, retrieval_metrics
 
 
 def test_ndcg_and_recall_match_hand_computation():
@@ -43,6 +43,19 @@ def test_full_corpus_and_rerank_protocols():
         np.mean([(2 / math.log2(3)) / 2, 1.0]))
     assert metrics["ndcg@10"] == pytest.approx(metrics["rerank_ndcg@10"])  # c is q2's top in both
     assert metrics["recall@10"] == 1.0
+
+
+def test_distractors_join_the_retrieval_corpus_as_irrelevant_documents():
+    pairs = GradedPairs(["q1", "q1", "q2"], ["a", "b", "c"], np.array([2, 0, 1]))
+    corpus = retrieval_corpus(pairs, ["x", "A ", "c", "x"])  # "A " is "a" once normalised; "c" is dev's own
+    assert corpus == ["a", "b", "c", "x"]
+    # q1 ranks a first as before, q2 now ranks the distractor x above c
+    scores = np.array([[0.9, 0.5, 0.1, 0.2], [0.0, 0.2, 0.7, 0.8]])
+    metrics = graded_metrics(pairs, np.array([0.9, 0.5, 0.7]), scores, thresholds=(1, 2), corpus=corpus)
+    assert metrics["ndcg@10"] == pytest.approx(np.mean([1.0, 1 / math.log2(3)]))
+    assert metrics["rerank_ndcg@10"] == 1.0  # each query's own candidates: distractors play no part
+    without = graded_metrics(pairs, np.array([0.9, 0.5, 0.7]), scores[:, :3], thresholds=(1, 2))
+    assert without["ndcg@10"] == 1.0 and without["spearman"] == metrics["spearman"]
 
 
 def test_paired_bootstrap_sees_a_real_gain_and_no_gain_for_a_copy():
@@ -137,6 +150,20 @@ def test_demo_experiment_saves_embedders_that_embed_eval_reads(demo_dir, tmp_pat
     in_run = json.loads((run_dir / "eval-ssra-s0" / "manifest.json").read_text())["metrics"]
     assert metrics.keys() == in_run.keys() and metrics["spearman"] == pytest.approx(in_run["spearman"], abs=1e-4)
     assert 0 < metrics["ndcg@10"] <= 1 and "ap@level>=3@dim64" in metrics
+    # the unlabelled documents as distractors: a larger corpus can only push relevant documents down, and
+    # leaves every pair-level metric as it was
+    unlabeled = REPO / "src" / "relevel" / "demo" / "unlabeled.jsonl"
+    harder = relevel_cli("embed", "eval", "--config", "builtin:demo/demo.yaml", "--model", model_dir, "--data",
+                         REPO / "src" / "relevel" / "demo" / "dev.jsonl", "--distractors", unlabeled,
+                         "--out", tmp_path / "eval-distractors")
+    assert harder.returncode == 0, harder.stderr
+    with_distractors = json.loads((tmp_path / "eval-distractors" / "metrics.json").read_text())
+    corpus = json.loads((tmp_path / "eval-distractors" / "eval" / "manifest.json").read_text())["counts"]["corpus"]
+    dev_docs = json.loads((tmp_path / "eval" / "eval" / "manifest.json").read_text())["counts"]["corpus"]
+    assert dev_docs < corpus <= dev_docs + 300 and f"retrieval corpus: {corpus} documents" in harder.stdout
+    assert with_distractors["ndcg@10"] <= metrics["ndcg@10"] and with_distractors["recall@10"] <= metrics["recall@10"]
+    assert all(with_distractors[k] == pytest.approx(metrics[k]) for k in metrics
+               if k.startswith(("spearman", "ap@", "rerank_")))
 
     report = (run_dir / "report.md").read_text()
     assert "## Embedder experiment" in report and "paired per-query bootstrap" in report
@@ -147,3 +174,29 @@ def test_demo_experiment_saves_embedders_that_embed_eval_reads(demo_dir, tmp_pat
     missing = relevel_cli("embed", "eval", "--config", "builtin:demo/demo.yaml", "--model", tmp_path, "--data",
                           REPO / "src" / "relevel" / "demo" / "dev.jsonl", "--out", tmp_path / "x")
     assert missing.returncode == 2 and "not a sentence-transformers model folder" in missing.stderr
+
+
+def test_configured_distractors_reach_every_evaluation_of_the_experiment(tiny_run, tiny_base, tmp_path):
+    import json
+    import shutil
+
+    from conftest import DEMO, relevel_cli, write_lines, write_tiny_run_config
+
+    # unlabelled documents the tiny run did not use (it reads the first 12)
+    extra = (DEMO / "unlabeled.jsonl").read_text(encoding="utf-8").splitlines()[12:40]
+    distractors = write_lines(tmp_path / "distractors.jsonl", extra)
+    config = write_tiny_run_config(tmp_path, tiny_base)
+    config.write_text(config.read_text().replace("unlabeled: ", f"distractors: {distractors}, unlabeled: "))
+    run_dir = shutil.copytree(tiny_run.run_dir, tmp_path / "run")
+    result = relevel_cli("run", "--config", config, "--out", run_dir)
+    assert result.returncode == 0, result.stderr
+    redone = {line.split()[1].rstrip(":") for line in result.stdout.splitlines() if ": done in" in line}
+    assert redone == {"ingest-distractors", "stats", "eval-zero-shot", "eval-bm25", "eval-real-s0", "eval-ssra-s0"}
+    for step in ("eval-zero-shot", "eval-bm25", "eval-real-s0", "eval-ssra-s0"):
+        before, after = (json.loads((folder / step / "manifest.json").read_text())
+                         for folder in (tiny_run.run_dir, run_dir))
+        assert after["counts"]["corpus"] == before["counts"]["corpus"] + 28, step
+        assert after["metrics"]["ndcg@10"] <= before["metrics"]["ndcg@10"], step
+        if step != "eval-bm25":  # BM25 scores every pair with the corpus's term statistics, distractors included
+            assert after["metrics"]["spearman"] == before["metrics"]["spearman"], step
+    assert "plus the distractors of `data.distractors`" in (run_dir / "report.md").read_text()

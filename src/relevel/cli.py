@@ -224,6 +224,9 @@ def experiment(config: ConfigOpt, out: OutOpt, on_error: OnErrorOpt = None) -> N
 @embed_app.command("eval")
 def embed_eval(config: ConfigOpt, model: Annotated[Path, typer.Option("--model", "-m", help="A trained "
                "embedder's folder (sentence-transformers format).")], data: DataOpt, out: OutOpt,
+               distractors: Annotated[Optional[Path], typer.Option(
+                   "--distractors", help="Documents to add to the retrieval corpus (relevant to no query of DATA); "
+                   "default: the config's `data.distractors`, if any.")] = None,
                on_error: OnErrorOpt = None) -> None:
     """NDCG@5/@10, recall@10 (full-corpus retrieval and re-ranking), AP at each level threshold and Spearman
     of an embedder on labelled DATA; writes OUT/metrics.json."""
@@ -232,15 +235,21 @@ def embed_eval(config: ConfigOpt, model: Annotated[Path, typer.Option("--model",
     cfg = _config(config, on_error)
     if not (model / "modules.json").is_file():
         raise RelevelError(f"{model}: not a sentence-transformers model folder (no modules.json)")
-    steps = [IngestSplit(name="ingest", path=data.resolve(), kind="pairs", scope=data.stem, spec=cfg.data.spec(),
-                         scale=cfg.scale, on_error=cfg.data.on_error),
-             EvaluateEmbedder(name="eval", bind={"pairs": "ingest/records"}, model=model.resolve(),
-                              scale=cfg.scale, config=cfg.embedder)]
+    distractors = distractors.resolve() if distractors is not None else cfg.data.distractors
+    ingest = [IngestSplit(name=f"ingest{suffix}", path=path, kind=kind, scope=path.stem, spec=cfg.data.spec(),
+                          scale=cfg.scale, on_error=cfg.data.on_error)
+              for suffix, path, kind in (("", data.resolve(), "pairs"), ("-distractors", distractors, "documents"))
+              if path is not None]
+    bind = {"pairs": "ingest/records", **({"distractors": "ingest-distractors/records"} if distractors else {})}
+    steps = [*ingest, EvaluateEmbedder(name="eval", bind=bind, model=model.resolve(), scale=cfg.scale,
+                                       config=cfg.embedder)]
     with _resumable():
         outcomes = pipeline_for(steps, out, cfg.runtime).run(_report_step)
     metrics = outcomes[-1].manifest["metrics"]
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    print_table(Table(f"Embedder on {data.name}", ["metric", "value"], [[k, v] for k, v in metrics.items()]))
+    corpus = outcomes[-1].manifest["counts"]["corpus"]
+    print_table(Table(f"Embedder on {data.name} (retrieval corpus: {corpus} documents)", ["metric", "value"],
+                      [[k, v] for k, v in metrics.items()]))
     console.print(f"metrics: {out / 'metrics.json'}")
 
 

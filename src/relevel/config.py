@@ -40,16 +40,23 @@ def resolve_path(value: str | Path, base_dir: Path | None) -> Path:
     return path.resolve()
 
 
+DOCUMENT_SPLITS = ("unlabeled", "distractors")  # documents without queries; the other splits hold pairs
+
+
 class DataConfig(DatasetSpec):
     """Where the splits are and how to read them."""
 
     train: Path = Field(description="Labelled pairs used for training (stages 1-2 and every trainer).")
     dev: Path | None = Field(None, description="Labelled evaluation split; never trains anything.")
     unlabeled: Path | None = Field(None, description="Documents without queries, for synthesis.")
+    distractors: Path | None = Field(None, description="Documents added to the retrieval corpus of every "
+                                     "embedder evaluation, relevant to no evaluation query (the split's own "
+                                     "documents alone make an easy corpus); never trains anything. Keep them out "
+                                     "of `unlabeled` for a fair comparison: stage 2 writes queries for those.")
     on_error: OnError = Field("fail", description="Bad record: 'fail' stops with file:line:field, "
                               "'reject' writes it to rejects.jsonl and goes on.")
 
-    @field_validator("train", "dev", "unlabeled", mode="before")
+    @field_validator("train", "dev", "unlabeled", "distractors", mode="before")
     @classmethod
     def _resolve(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
@@ -62,7 +69,7 @@ class DataConfig(DatasetSpec):
         return DatasetSpec(**self.model_dump(include=set(DatasetSpec.model_fields)))
 
     def splits(self) -> dict[str, Path]:
-        named = {"train": self.train, "dev": self.dev, "unlabeled": self.unlabeled}
+        named = {"train": self.train, "dev": self.dev, "unlabeled": self.unlabeled, "distractors": self.distractors}
         return {name: path for name, path in named.items() if path is not None}
 
 

@@ -1,4 +1,5 @@
-"""Graded evaluation of a scorer of (query, document) pairs: retrieval over the evaluation corpus with graded
+"""Graded evaluation of a scorer of (query, document) pairs: retrieval over the evaluation corpus (the split's
+documents, optionally plus a pool of distractors) with graded
 gains (NDCG@5/@10, recall@10 via pytrec_eval), re-ranking of each query's own labelled candidates, average
 precision for "level ≥ t" at every threshold, and Spearman between score and level.
 
@@ -17,6 +18,8 @@ import numpy as np
 import pytrec_eval
 from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score
+
+from relevel.data.schema import normalize_text
 
 RETRIEVAL_DEPTH = 100  # documents kept per query from full-corpus retrieval; enough for @10 metrics
 
@@ -85,12 +88,23 @@ def top_k_run(query_ids: Sequence[str], doc_ids: Sequence[str], scores: np.ndarr
     return {q: {doc_ids[j]: float(scores[i, j]) for j in best[i]} for i, q in enumerate(query_ids)}
 
 
+def retrieval_corpus(pairs: GradedPairs, distractors: Sequence[str] = ()) -> list[str]:
+    """The split's documents, then the distractors that are not among them once normalised (unlabelled for
+    every query, a distractor counts as irrelevant: it can only push relevant documents down)."""
+    docs = pairs.unique_docs
+    seen = {normalize_text(d) for d in docs}
+    extra = {}
+    for text in sorted(set(distractors)):
+        extra.setdefault(normalize_text(text), text)
+    return docs + [text for key, text in extra.items() if key not in seen]
+
+
 def graded_metrics(pairs: GradedPairs, pair_scores: np.ndarray, corpus_scores: np.ndarray,
-                   thresholds: Sequence[int]) -> dict[str, float]:
+                   thresholds: Sequence[int], corpus: Sequence[str] | None = None) -> dict[str, float]:
     """Every metric for one scorer: `pair_scores` per labelled pair, `corpus_scores` (unique queries ×
-    unique documents) for full-corpus retrieval."""
+    `corpus`, by default the split's unique documents) for full-corpus retrieval."""
     qrels = pairs.qrels()
-    run = top_k_run(pairs.unique_queries, pairs.unique_docs, corpus_scores)
+    run = top_k_run(pairs.unique_queries, pairs.unique_docs if corpus is None else corpus, corpus_scores)
     return {**retrieval_metrics(run, qrels),
             **{f"rerank_{k}": v for k, v in retrieval_metrics(rerank_run(pairs, pair_scores), qrels).items()
                if k.startswith("ndcg")},

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from relevel.config import RunConfig
+from relevel.config import DOCUMENT_SPLITS, RunConfig
 from relevel.errors import RelevelError
 from relevel.eval.bootstrap import paired_bootstrap
 from relevel.eval.classification import classification_tables
@@ -72,7 +72,7 @@ def build_steps(config: RunConfig) -> list[Step]:
         if config.rewrite is not None:
             steps.append(RewriteContent(name=f"rewrite-{split}", path=path, format=config.data.format,
                                         config=config.rewrite))
-        steps.append(IngestSplit(name=f"ingest-{split}", path=path, kind="documents" if split == "unlabeled"
+        steps.append(IngestSplit(name=f"ingest-{split}", path=path, kind="documents" if split in DOCUMENT_SPLITS
                                  else "pairs", scope=split, spec=config.data.spec(), scale=config.scale,
                                  on_error=config.data.on_error,
                                  bind={"rows": f"rewrite-{split}/rows"} if config.rewrite is not None else {}))
@@ -182,6 +182,8 @@ def experiment_steps(config: RunConfig, prepared: dict[str, str]) -> list[Step]:
         raise RelevelError(f"variants {list(experiment.variants)} need synthetic data: set synthesis.rounds ≥ 1 "
                            "and an unlabeled split, or keep only the 'real' variant")
     evaluation = {"pairs": "ingest-dev/records"}
+    if config.data.distractors is not None:
+        evaluation["distractors"] = "ingest-distractors/records"
     steps: list[Step] = []
     for baseline in BASELINE_GENERATORS:
         if baseline in experiment.variants:
@@ -504,6 +506,11 @@ def experiment_report(config: RunConfig, by_step: dict[str, dict], run_dir: Path
                for label, v in values.items()]),
         "Training sets: " + "; ".join(f"**{v}**: {VARIANTS[v]}" for v in experiment.variants) + ".",
     ]
+    corpus = next((m["counts"]["corpus"] for step, m in by_step.items()
+                   if step.startswith("eval-") and "corpus" in m.get("counts", {})), None)
+    if corpus is not None:
+        blocks.append(f"Full-corpus retrieval ranks {corpus} documents: dev's own"
+                      + (", plus the distractors of `data.distractors`." if config.data.distractors else "."))
     baselines = [b for b in BASELINE_GENERATORS if f"filter-{b}" in by_step]
     if baselines:
         rows = [[b, name, by_step[f"synthesize-{b}"]["metrics"]["requested"][name],

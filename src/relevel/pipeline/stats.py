@@ -31,7 +31,7 @@ class TokenLimit(NamedTuple):
 
 @dataclass(kw_only=True)
 class DataStats(Step):
-    optional_inputs: ClassVar[tuple[str, ...]] = ("train", "dev", "unlabeled")
+    optional_inputs: ClassVar[tuple[str, ...]] = ("train", "dev", "unlabeled", "distractors")
     SECONDS_PER_ITEM: ClassVar[float] = 2e-5
 
     def estimate(self, sizes: dict[str, int]) -> Work | None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from relevel.data.scale import LevelScale
 from relevel.data.schema import LabeledPair
-from relevel.eval.retrieval import GradedPairs, graded_metrics, ndcg10_per_query, top_k_run
+from relevel.eval.retrieval import GradedPairs, graded_metrics, ndcg10_per_query, retrieval_corpus, top_k_run
 from relevel.models.embedder.config import EmbedderConfig
 from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import ChunkedOutputs, read_records
@@ -82,12 +82,13 @@ class EvaluateEmbedder(Step):
     per-query NDCG@10 and per-pair scores kept for paired bootstrap intervals."""
 
     inputs: ClassVar[tuple[str, ...]] = ("pairs",)
-    optional_inputs: ClassVar[tuple[str, ...]] = ("model",)
+    optional_inputs: ClassVar[tuple[str, ...]] = ("model", "distractors")
     outputs: ClassVar[tuple[str, ...]] = ("scores",)
-    SECONDS_PER_ITEM: ClassVar[float] = 0.018  # per evaluation pair
+    SECONDS_PER_ITEM: ClassVar[float] = 0.018  # per evaluation pair or distractor
 
     def estimate(self, sizes: dict[str, int]) -> Work | None:
-        return Work(sizes["pairs"], {"scores": sizes["pairs"]}) if "pairs" in sizes else None
+        return (Work(sizes["pairs"] + sizes.get("distractors", 0), {"scores": sizes["pairs"]}) if "pairs" in sizes
+                else None)
 
     scale: LevelScale
     config: EmbedderConfig  # the base and prompts for zero-shot
@@ -106,17 +107,22 @@ class EvaluateEmbedder(Step):
         pairs = graded_pairs(ctx.inputs["pairs"])
         prompts = {"query": self.config.query_prompt, "document": self.config.document_prompt}
         evaluator = GradedEvaluator(pairs, self.scale.relevance_thresholds, self.config.matryoshka_dims,
-                                    prompts=prompts)
-        return self.finish(ctx, pairs, *evaluator.evaluate(model))
+                                    prompts=prompts, distractors=distractor_texts(ctx))
+        return self.finish(ctx, pairs, len(evaluator.corpus), *evaluator.evaluate(model))
 
     @staticmethod
-    def finish(ctx: StepContext, pairs: GradedPairs, metrics: dict, pair_scores: np.ndarray, run: dict
-               ) -> StepResult:
+    def finish(ctx: StepContext, pairs: GradedPairs, corpus_size: int, metrics: dict, pair_scores: np.ndarray,
+               run: dict) -> StepResult:
         per_query = ndcg10_per_query(run, pairs.qrels())
         records = [{"query": q, "level": int(level), "score": float(s), "query_ndcg@10": per_query.get(q)}
                    for q, level, s in zip(pairs.queries, pairs.levels, pair_scores)]
         ChunkedOutputs(ctx.step_dir, ("scores",)).write_all({"scores": records}, ctx.chunk_size)
-        return StepResult(counts={"pairs": len(records), "queries_judged": len(per_query)}, metrics=metrics)
+        return StepResult(counts={"pairs": len(records), "queries_judged": len(per_query), "corpus": corpus_size},
+                          metrics=metrics)
+
+
+def distractor_texts(ctx: StepContext) -> list[str]:
+    return [r["text"] for r in read_records(ctx.inputs["distractors"])] if "distractors" in ctx.inputs else []
 
 
 @dataclass(kw_only=True)
@@ -124,6 +130,7 @@ class EvaluateBM25(Step):
     """The lexical baseline on the same split and metrics (jieba words, bm25s)."""
 
     inputs: ClassVar[tuple[str, ...]] = ("pairs",)
+    optional_inputs: ClassVar[tuple[str, ...]] = ("distractors",)
     outputs: ClassVar[tuple[str, ...]] = ("scores",)
     SECONDS_PER_ITEM: ClassVar[float] = 0.0012
     estimate = EvaluateEmbedder.estimate
@@ -134,11 +141,11 @@ class EvaluateBM25(Step):
         from relevel.models.bm25 import BM25Index
 
         pairs = graded_pairs(ctx.inputs["pairs"])
-        docs = pairs.unique_docs
-        corpus_scores = BM25Index(docs).score_all(pairs.unique_queries)
+        corpus = retrieval_corpus(pairs, distractor_texts(ctx))
+        corpus_scores = BM25Index(corpus).score_all(pairs.unique_queries)
         query_row = {q: i for i, q in enumerate(pairs.unique_queries)}
-        doc_row = {d: i for i, d in enumerate(docs)}
+        doc_row = {d: i for i, d in enumerate(corpus)}
         pair_scores = np.array([corpus_scores[query_row[q], doc_row[d]] for q, d in zip(pairs.queries, pairs.docs)])
-        metrics = graded_metrics(pairs, pair_scores, corpus_scores, self.scale.relevance_thresholds)
-        run = top_k_run(pairs.unique_queries, docs, corpus_scores)
-        return EvaluateEmbedder.finish(ctx, pairs, metrics, pair_scores, run)
+        metrics = graded_metrics(pairs, pair_scores, corpus_scores, self.scale.relevance_thresholds, corpus)
+        run = top_k_run(pairs.unique_queries, corpus, corpus_scores)
+        return EvaluateEmbedder.finish(ctx, pairs, len(corpus), metrics, pair_scores, run)
