@@ -23,7 +23,7 @@ import yaml
 from relevel.config import load_config
 from relevel.data.schema import LabeledPair
 from relevel.eval.evaluator import GradedEvaluator
-from relevel.models.embedder import train_embedder
+from relevel.models.embedder import build_embedder, train_embedder
 from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import read_records
 from relevel.pipeline.train_embedder import graded_pairs
@@ -41,6 +41,9 @@ def main() -> None:
     parser.add_argument("--links-per-level", type=int, metavar="N",
                         help="add up to N of stage 1's re-annotated links per level (real queries on other "
                              "documents, labelled by the judge), drawn at random")
+    parser.add_argument("--merge-base", type=float, nargs="+", metavar="SHARE",
+                        help="also evaluate the fine-tuned weights interpolated with the base model's at these "
+                             "shares of the fine-tuned ones (WiSE-FT; 1: the fine-tuned model alone)")
     parser.add_argument("--log", type=Path, default=Path("benchmarks/embedder_budget.jsonl"))
     args = parser.parse_args()
 
@@ -72,14 +75,21 @@ def main() -> None:
     evaluator = GradedEvaluator(graded_pairs(args.run / "ingest-dev" / "records"),
                                 run_config.scale.relevance_thresholds, config.matryoshka_dims,
                                 prompts={"query": config.query_prompt, "document": config.document_prompt})
-    metrics = evaluator(model)
-    row = {"date": time.strftime("%Y-%m-%d"), "overrides": overrides,
-           "synthetic": args.synthetic and (args.synthetic_levels or "all"), "links_per_level": args.links_per_level,
-           "pairs": len(pairs), "wall_s": round(wall, 1), "train_s": round(fit["train_seconds"], 1),
-           "steps": fit["steps"], **{k: round(metrics[k], 4) for k in REPORTED if k in metrics}}
-    print(json.dumps(row, ensure_ascii=False))
-    with args.log.open("a") as handle:
-        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    trained = {name: value.clone() for name, value in model.state_dict().items()}
+    base = build_embedder(config).state_dict()
+    for share in args.merge_base or [1.0]:
+        # WiSE-FT: the fine-tuned weights interpolated with the base's (share 1: the fine-tuned model)
+        model.load_state_dict({name: share * value + (1 - share) * base[name] if value.is_floating_point()
+                               else value for name, value in trained.items()})
+        metrics = evaluator(model)
+        row = {"date": time.strftime("%Y-%m-%d"), "overrides": overrides,
+               "synthetic": args.synthetic and (args.synthetic_levels or "all"),
+               "links_per_level": args.links_per_level, "fine_tuned_share": share,
+               "pairs": len(pairs), "wall_s": round(wall, 1), "train_s": round(fit["train_seconds"], 1),
+               "steps": fit["steps"], **{k: round(metrics[k], 4) for k in REPORTED if k in metrics}}
+        print(json.dumps(row, ensure_ascii=False))
+        with args.log.open("a") as handle:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
