@@ -28,7 +28,7 @@ from relevel.pipeline.filter import kept_pairs
 from relevel.pipeline.io import read_records
 from relevel.pipeline.train_embedder import graded_pairs
 
-REPORTED = ("ndcg@10", "spearman", "ap@level>=1", "ap@level>=2", "ndcg@10@dim64")
+REPORTED = ("ndcg@5", "ndcg@10", "recall@10", "spearman", "ap@level>=1", "ap@level>=2", "ndcg@10@dim64")
 
 
 def main() -> None:

@@ -122,6 +122,32 @@ def test_stored_lower_layers_embed_as_the_full_model_and_train_only_its_top_laye
     assert {n.split("encoder.layer.")[1].split(".")[0] for n in changed} == {"8", "9", "10", "11"}
 
 
+def test_base_share_mixes_the_base_weights_back_into_the_trained_ones(offline_base, tmp_path):
+    from relevel.data.scale import Level, LevelScale
+    from relevel.data.schema import LabeledPair
+    from relevel.models.embedder import build_embedder, load_embedder, train_embedder
+    from relevel.models.embedder.config import EmbedderConfig
+
+    scale = LevelScale(levels=[Level(value=v, name=n) for v, n in enumerate(["poor", "partial", "high"])])
+    texts = [("红烧肉做法", "红烧肉的家常做法视频", 2), ("手机壳", "苹果手机壳推荐", 1),  # no text twice: batches
+             ("上海天气", "红烧肉的做法", 0), ("北京天气", "北京今日天气预报", 2)]      # hold no duplicates
+    pairs = [LabeledPair(id=f"t{i}", query=q, doc_id=f"d{i}", doc=d, level=lv, source="real")
+             for i, (q, d, lv) in enumerate(texts)]
+    config = EmbedderConfig(base_model=offline_base, loss="cosent", steps=2, batch_size=4, learning_rate=1e-3,
+                            trainable_layers=2, matryoshka_dims=None)
+    weights = {}
+    for share in (0.0, 0.25):
+        train_embedder(config.model_copy(update={"base_share": share}), scale, pairs, [], tmp_path / f"m{share}",
+                       tmp_path, tmp_path / "store")
+        weights[share] = load_embedder(tmp_path / f"m{share}").state_dict()
+    base = build_embedder(config).state_dict()
+    top = [name for name in base if "encoder.layer.11." in name and name.endswith("weight")]
+    assert top and all(not weights[0.0][name].equal(base[name]) for name in top)  # training moved them
+    for name in base:
+        expected = 0.75 * weights[0.0][name] + 0.25 * base[name]
+        assert weights[0.25][name].allclose(expected, atol=1e-6), name  # lower layers: all three are equal
+
+
 def test_demo_experiment_saves_embedders_that_embed_eval_reads(demo_dir, tmp_path):
     import json
 

@@ -183,6 +183,8 @@ def train_embedder(config: EmbedderConfig, scale: LevelScale, pairs: Sequence[La
     if config.matryoshka_dims:
         losses = {name: MatryoshkaLoss(trained, loss, list(config.matryoshka_dims)) for name, loss in losses.items()}
     counts = {name: len(ds) for name, ds in datasets.items()}
+    # WiSE-FT needs the weights training will change as they start (the stored lower layers never change)
+    start = {name: p.detach().clone() for name, p in trained.named_parameters()} if config.base_share else {}
     torch.manual_seed(config.seed)
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
         args = SentenceTransformerTrainingArguments(
@@ -203,6 +205,9 @@ def train_embedder(config: EmbedderConfig, scale: LevelScale, pairs: Sequence[La
             callbacks=[ProgressBar("training embedder", "loss", progress)])
         trainer.remove_callback(PrinterCallback)
         result = trainer.train()
+    with torch.no_grad():
+        for name, weights in trained.named_parameters() if start else ():
+            weights.lerp_(start[name], config.base_share)  # (1 − share) · trained + share · base
     model.save(str(out_dir))
     return {"examples": counts, "without_enough_negatives": too_few, "pairs": len(pairs), "steps": result.global_step,
             "train_seconds": result.metrics["train_runtime"], "train_loss": result.training_loss}

@@ -39,6 +39,10 @@ class EmbedderConfig(BaseModel):
     learning_rate: float = Field(2e-5, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     infonce_scale: float = Field(20.0, gt=0, description="Inverse temperature of the InfoNCE losses.")
+    base_share: float = Field(0.0, ge=0, lt=1, description="After training, this share of the base model's "
+                              "weights is mixed back into the trained ones (WiSE-FT): the base's retrieval "
+                              "ranking comes back faster than the fine-tune's score calibration goes. 0: the "
+                              "trained weights as they are.")
     seed: int = 0
 
     def for_evaluation(self) -> EmbedderConfig:
