@@ -145,3 +145,13 @@ def test_data_summary_counts_the_texts_a_model_setting_cuts(offline_base):
     bare = cut_texts(limit._replace(prefix="", special_tokens=False, max_tokens=len(tokenizer.tokenize(long))),
                      tokenizer, {long})
     assert bare["cut"] == 0 and bare["tokens"]["p100"] == len(tokenizer.tokenize(long))
+
+    # the run's data summary tables every row and warns where a setting cuts more than 5% of a split
+    from relevel.pipeline.run import data_report
+
+    stats = {"unlabeled": {"documents": 2, "distinct_documents": 2, "duplicate_documents": 0,
+                           "document_chars": {"p50": 4, "p90": 140, "p99": 140, "p100": 140},
+                           "token_limits": [row, {**bare, "share_cut": 0.05}]}}
+    warnings = [block for block in data_report(stats) if isinstance(block, str)]
+    assert warnings == [f"Warning: embedder.max_seq_length = 32 cuts 50% of the unlabeled documents (p99 "
+                        f"{long_tokens} tokens); raise it in the config if their ends matter."]
