@@ -13,7 +13,7 @@ from relevel.data.schema import Document, LabeledPair, normalize_text
 PERCENTILES = (50, 90, 99, 100)
 
 
-def _length_percentiles(lengths: list[int]) -> dict[str, int]:
+def length_percentiles(lengths: list[int]) -> dict[str, int]:
     if not lengths:
         return {f"p{p}": 0 for p in PERCENTILES}
     values = np.percentile(np.asarray(lengths), PERCENTILES, method="nearest")
@@ -56,8 +56,8 @@ def pair_stats(pairs: Iterable[LabeledPair], scale: LevelScale) -> dict:
         # The SSRA paper's measure: share of pairs whose query is a repeat of another pair's query.
         "duplicate_query_rate": round(1 - len(per_query) / total, 4) if total else 0.0,
         "exact_duplicate_pairs": sum(c - 1 for c in pair_keys.values()),
-        "query_chars": _length_percentiles(query_lengths),
-        "document_chars": _length_percentiles(doc_lengths),
+        "query_chars": length_percentiles(query_lengths),
+        "document_chars": length_percentiles(doc_lengths),
     }
 
 
@@ -71,5 +71,5 @@ def document_stats(documents: Iterable[Document]) -> dict:
         "documents": sum(ids.values()),
         "distinct_documents": len(ids),
         "duplicate_documents": sum(c - 1 for c in ids.values()),
-        "document_chars": _length_percentiles(lengths),
+        "document_chars": length_percentiles(lengths),
     }

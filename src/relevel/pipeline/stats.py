@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
-import numpy as np
-
 from relevel.data.scale import LevelScale
 from relevel.data.schema import Document, LabeledPair
-from relevel.data.stats import PERCENTILES, document_stats, pair_stats
+from relevel.data.stats import document_stats, length_percentiles, pair_stats
 from relevel.models.hf import load_tokenizer
 from relevel.pipeline.io import read_records
 from relevel.pipeline.step import Step, StepContext, StepResult, Work
@@ -64,9 +62,7 @@ def cut_texts(limit: TokenLimit, tokenizer, texts: set[str]) -> dict:
     """The distinct texts' length in the model's tokens (special tokens and prompt included) and how many
     exceed the setting: the model cuts those without a word, so the summary says it instead."""
     encoded = tokenizer([limit.prefix + t for t in texts], add_special_tokens=limit.special_tokens)["input_ids"]
-    lengths = np.array([len(ids) for ids in encoded])
-    cut = int((lengths > limit.max_tokens).sum())
+    lengths = [len(ids) for ids in encoded]
+    cut = sum(length > limit.max_tokens for length in lengths)
     return {"setting": limit.setting, "limit": limit.max_tokens, "texts": limit.texts,
-            "tokens": {f"p{p}": int(v) for p, v in zip(PERCENTILES, np.percentile(lengths, PERCENTILES,
-                                                                                  method="nearest"))},
-            "cut": cut, "share_cut": round(cut / len(lengths), 4)}
+            "tokens": length_percentiles(lengths), "cut": cut, "share_cut": round(cut / len(lengths), 4)}
