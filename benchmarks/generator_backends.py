@@ -10,7 +10,7 @@ document-disjoint tune slice. Each then writes `--queries-per-level` queries at 
 `--eval-documents` dev titles, and the run's held-out judge (never used to filter) scores them, beside the
 trivial baselines, as the pipeline's control step does. `--set FIELD=VALUE` overrides the run's `generator:`
 settings for the causal LMs (LoRA wants a far smaller learning rate and batch than the seq2seq decoder), and
-`temperature` / `top_p` also the decoding of a `--saved` generator.
+`temperature` / `top_p` / `repetition_penalty` also the decoding of a `--saved` generator.
 One JSON line per backend is appended to --log.
 """
 
@@ -86,7 +86,7 @@ def main() -> None:
     for spec in [*args.backend, *map(str, args.saved)]:
         if Path(spec).is_dir():
             generator, update, report, train_s = load_generator(Path(spec), store), {"saved": spec}, {}, None
-            sampling = {k: overrides[k] for k in ("temperature", "top_p") if k in overrides}
+            sampling = {k: overrides[k] for k in ("temperature", "top_p", "repetition_penalty") if k in overrides}
             generator.config = generator.config.model_copy(update=sampling)  # decoding only: no retraining
             update.update(sampling)
         else:

@@ -78,6 +78,9 @@ def test_generation_metrics_against_hand_counts():
     assert distinct_n(["ab", "ab"], 1) == 0.5
     d = diversity(["红烧肉", "吉他教学", "新问题"], ["红烧肉的做法", "古典吉他", "别的"], {"吉他教学"})
     assert d["substring_of_document"] == round(1 / 3, 4) and d["identical_to_training_query"] == round(1 / 3, 4)
+    assert d["repeated_span"] == 0
+    looped = diversity(["全国全国相声", "哈哈哈", "天天特价"], ["", "", ""], set())
+    assert looped["repeated_span"] == round(1 / 3, 4)  # a repeated single character ("天天", "哈哈哈") is not a loop
     scale = LevelScale(levels=tuple(Level(value=v, name=n) for v, n in enumerate(["a", "b", "c"])))
     assert control_accuracy([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], scale) == {"a": 0.5, "b": 1.0, "c": 0.0}
 

@@ -457,7 +457,7 @@ def stage2_report(config: RunConfig, by_step: dict[str, dict]) -> list[Table | s
         if control:
             d = control["diversity"]
             diversity.append([r, d["distinct_1"], d["distinct_2"], d["substring_of_document"],
-                              d["identical_to_training_query"], d["queries"]])
+                              d["identical_to_training_query"], d.get("repeated_span", ""), d["queries"]])
         walls.append([r, *(f"{by_step[f'{kind}-r{r}']['wall_s']:.0f}s" if f"{kind}-r{r}" in by_step else ""
                            for kind in ("synthesize", "judge", "filter", "generator", "control"))])
     last = by_step[f"filter-r{rounds[-1]}"]["metrics"]
@@ -468,7 +468,8 @@ def stage2_report(config: RunConfig, by_step: dict[str, dict]) -> list[Table | s
                "control after stage 1"], rows),
         Table("Dropped candidates by reason", ["round", *last["dropped_by_reason"]], reasons),
         *([Table("Queries the retrained generator writes for dev documents", ["round", "distinct-1", "distinct-2",
-                 "substring of document", "identical to a training query", "queries"], diversity)]
+                 "substring of document", "identical to a training query", "repeated span", "queries"],
+                 diversity)]
           if diversity else []),
         Table("Wall time per round", ["round", "synthesize", "judge", "filter", "retrain", "control"], walls),
         Table("Levels: real → real + synthetic", ["level", "real", "real + synthetic", "share after"],

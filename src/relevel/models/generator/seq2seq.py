@@ -324,6 +324,7 @@ class Seq2SeqGenerator(QueryGenerator):
                     input_ids=first, encoder_hidden_states=batch_states, encoder_attention_mask=mask,
                     document_ids=batch_ids, levels=batch_levels,
                     do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p, top_k=0,
+                    repetition_penalty=self.config.repetition_penalty,
                     max_new_tokens=self.config.max_query_tokens - 1, num_return_sequences=n,
                     # BertLMHeadModel's cross-attention needs an encoder-decoder cache (transformers 5)
                     **{CACHE_ARGUMENT: EncoderDecoderCache(DynamicCache(), DynamicCache())}, **special)
