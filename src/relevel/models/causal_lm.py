@@ -47,9 +47,15 @@ class CausalLM:
         warm start). `train_config` carries epochs, learning_rate, batch_size, warmup_ratio, weight_decay, seed."""
         from datasets import Dataset
         from peft import LoraConfig, PeftModel
+        from transformers import TrainingArguments
         from trl import SFTConfig, SFTTrainer
 
         from relevel.models.hf import ProgressBar
+
+        # trl turns checkpointing on; small models on CPU only pay its recomputation. transformers 5 renamed
+        # the argument (the old name warns), so it goes under the name the installed version has.
+        renamed = "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+        checkpointing = "activation_checkpointing" if renamed else "gradient_checkpointing"
 
         dataset = Dataset.from_list(
             [{"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]} if self.chat
@@ -62,7 +68,7 @@ class CausalLM:
             warmup_steps=math.ceil(train_config.warmup_ratio * total_steps),
             weight_decay=train_config.weight_decay, max_length=lora.max_length, completion_only_loss=True,
             save_strategy="no", report_to=[], logging_steps=10, seed=train_config.seed, use_cpu=True,
-            gradient_checkpointing=False,  # trl turns it on; small models on CPU only pay its recomputation
+            **{checkpointing: False},
             bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),  # trl's default bf16 crawls on CPU
             disable_tqdm=True, dataloader_num_workers=0)
         peft_config = None if isinstance(self.model, PeftModel) else LoraConfig(
