@@ -9,7 +9,7 @@ from relevel.config import LinkingConfig
 from relevel.data.scale import Level, LevelScale
 from relevel.data.schema import LabeledPair, normalize_text, text_id
 from relevel.data.splits import cap_levels, split_by_document
-from relevel.eval.generation import control_accuracy, distinct_n, diversity
+from relevel.eval.generation import REPEATED_SPAN, control_accuracy, distinct_n, diversity
 from relevel.pipeline.annotate import LinkCandidates
 from relevel.pipeline.io import read_records
 from relevel.pipeline.step import StepContext
@@ -117,3 +117,22 @@ def test_demo_generator_conditions_on_the_level(demo_dir):
     # Mann-Whitney). The held-out judge saw ~150 demo pairs and the shift is small (issue 6's note).
     assert mean[3] > mean[0], mean
     assert mannwhitneyu(by_target[3], by_target[0], alternative="greater").pvalue < 0.05
+
+
+def test_repetition_penalty_reaches_decoding(demo_dir):
+    """A prohibitive penalty lets no piece appear twice in a query, so none says a span twice in a row."""
+    from relevel.models.generator import load_generator
+
+    run = demo_dir / "relevel-demo"
+    generator = load_generator(run / "generator" / "model", run / "cache" / "encodings")
+    docs = list(dict.fromkeys(r["doc"] for r in read_records(run / "control" / "generated")))[:30]
+    requests = [(doc, level) for level in range(4) for doc in docs]
+
+    def queries(penalty: float) -> list[str]:
+        generator.config = generator.config.model_copy(update={"repetition_penalty": penalty})
+        written = generator.generate([d for d, _ in requests], [lvl for _, lvl in requests], n=2, seed=0)
+        return [q for per_request in written for q in per_request]
+
+    forbidding = queries(1e6)
+    assert len(forbidding) >= len(requests) and not [q for q in forbidding if REPEATED_SPAN.search(q)]
+    assert queries(1.0) != forbidding  # same seed: only the penalty differs
