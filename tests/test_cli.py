@@ -228,3 +228,11 @@ def test_wide_tables_print_whole_into_a_log():
             "for i in range(20)]]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "…" not in out and "metric number 19" in out and "19.123 ± 0.004" in out
+
+
+def test_tables_show_a_missing_value_as_a_dash():
+    from relevel.eval.report import Table
+
+    table = Table("yields", ["level", "yield"], [["poor", 0.89681], ["partial", None]])
+    assert table.formatted_rows() == [["poor", "0.8968"], ["partial", "–"]]
+    assert "| partial | – |" in table.to_markdown()

@@ -30,6 +30,8 @@ class Table:
 
 
 def _format(value: object) -> str:
+    if value is None:  # no value (e.g. the yield of a level nothing was requested for)
+        return "–"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
