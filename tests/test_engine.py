@@ -13,9 +13,9 @@ import pytest
 from conftest import relevel_cli, sigkill_when_file_appears
 from relevel.config import EngineConfig, RuntimeConfig
 from relevel.errors import RelevelError
-from relevel.pipeline.engine import RayEngine, create_engine
+from relevel.pipeline.engine import LocalEngine, RayEngine, create_engine
 from relevel.pipeline.io import read_records
-from relevel.pipeline.runner import pipeline_for, read_manifest
+from relevel.pipeline.runner import Pipeline, pipeline_for, read_manifest
 from relevel.pipeline.step import RecordStep
 
 RAY_RUNTIME = """
@@ -110,3 +110,16 @@ def test_llm_usage_of_every_ray_worker_reaches_the_manifest(tmp_path, monkeypatc
             assert usage["retries"] == {"429": 8}, kind
     finally:
         ray.shutdown()
+
+
+class OutOfOrderEngine(LocalEngine):
+    """One worker whose results arrive last chunk first, as Ray Data may deliver them."""
+
+    def map_chunks(self, step, chunks):
+        yield from reversed(list(super().map_chunks(step, chunks)))
+
+
+def test_usage_counts_a_workers_latest_snapshot_whatever_order_results_arrive_in(tmp_path):
+    Pipeline([CountingStep(name="count")], tmp_path, 5, False, OutOfOrderEngine()).run()
+    usage = read_manifest(tmp_path / "count")["metrics"]["llm"]
+    assert usage["requests"] == usage["answers"] == 40 and usage["retries"] == {"429": 8}

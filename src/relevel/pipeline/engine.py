@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 Chunk = tuple[int, list[Any]]  # (chunk index, items)
 ChunkOutputs = dict[str, list[dict]]
-# (worker, the step's `usage()` in that worker so far): the driver keeps each worker's latest and adds them up
-UsageSnapshot = tuple[str, dict[str, Any]]
+# (worker, chunks that worker has processed, the step's `usage()` in that worker so far): the driver keeps each
+# worker's most advanced snapshot (results may arrive out of order) and adds them up
+UsageSnapshot = tuple[str, int, dict[str, Any]]
 
 
 class Engine(ABC):
@@ -39,8 +40,8 @@ class Engine(ABC):
 class LocalEngine(Engine):
     def map_chunks(self, step: RecordStep, chunks: Iterable[Chunk]
                    ) -> Iterator[tuple[int, ChunkOutputs, UsageSnapshot]]:
-        for index, batch in chunks:
-            yield index, step.process(batch), ("local", step.usage())
+        for done, (index, batch) in enumerate(chunks, start=1):
+            yield index, step.process(batch), ("local", done, step.usage())
 
 
 class _ChunkWorker:
@@ -54,11 +55,12 @@ class _ChunkWorker:
         torch.set_num_threads(max(1, threads))
         use_runtime(encoder_runtime)  # a process-wide choice: each actor makes it as the driver did
         self.step = pickle.loads(step_bytes)
-        self.worker = uuid.uuid4().hex
+        self.worker, self.done = uuid.uuid4().hex, 0
 
     def __call__(self, rows: dict[str, Any]) -> dict[str, list]:
         outputs = [pickle.dumps(self.step.process(pickle.loads(payload))) for payload in rows["payload"]]
-        usage = pickle.dumps((self.worker, self.step.usage()))
+        self.done += len(outputs)
+        usage = pickle.dumps((self.worker, self.done, self.step.usage()))
         return {"index": list(rows["index"]), "outputs": outputs, "usage": [usage] * len(outputs)}
 
 

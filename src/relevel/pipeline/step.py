@@ -149,14 +149,15 @@ class RecordStep(Step):
                         yield index, batch
 
             engine = ctx.engine if self.uses_engine else LocalEngine()
-            usage_by_worker: dict[str, dict[str, Any]] = {}
-            for index, records, (worker, usage) in engine.map_chunks(self, pending()):
+            usage_by_worker: dict[str, tuple[int, dict[str, Any]]] = {}
+            for index, records, (worker, done, usage) in engine.map_chunks(self, pending()):
                 outputs.commit(index, records)
-                usage_by_worker[worker] = usage
+                if done > usage_by_worker.get(worker, (0, {}))[0]:
+                    usage_by_worker[worker] = done, usage
                 bar.update(sizes.pop(index))
         metrics = {**self.metrics(ctx, outputs), "items_resumed": resumed}
-        if any(usage_by_worker.values()):
+        if any(usage for _, usage in usage_by_worker.values()):
             from relevel.models.llm.client import LLMStats
 
-            metrics["llm"] = LLMStats.merged(usage_by_worker.values())
+            metrics["llm"] = LLMStats.merged([usage for _, usage in usage_by_worker.values()])
         return StepResult(outputs.counts(), metrics)
