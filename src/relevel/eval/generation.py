@@ -61,6 +61,6 @@ def control_tables(metrics: dict, scale: LevelScale) -> list[Table]:
         Table("Generated queries", ["distinct-1", "distinct-2", "substring of document", "identical to a "
                                     "training query", "repeated span", "mean characters", "queries"],
               [[gen["distinct_1"], gen["distinct_2"], gen["substring_of_document"],
-                gen["identical_to_training_query"], gen.get("repeated_span", ""), gen["mean_chars"],
+                gen["identical_to_training_query"], gen.get("repeated_span"), gen["mean_chars"],
                 gen["queries"]]]),
     ]

@@ -457,7 +457,7 @@ def stage2_report(config: RunConfig, by_step: dict[str, dict]) -> list[Table | s
         if control:
             d = control["diversity"]
             diversity.append([r, d["distinct_1"], d["distinct_2"], d["substring_of_document"],
-                              d["identical_to_training_query"], d.get("repeated_span", ""), d["queries"]])
+                              d["identical_to_training_query"], d.get("repeated_span"), d["queries"]])
         walls.append([r, *(f"{by_step[f'{kind}-r{r}']['wall_s']:.0f}s" if f"{kind}-r{r}" in by_step else ""
                            for kind in ("synthesize", "judge", "filter", "generator", "control"))])
     last = by_step[f"filter-r{rounds[-1]}"]["metrics"]
