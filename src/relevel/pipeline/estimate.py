@@ -1,8 +1,9 @@
 """What a run will do before it runs (`relevel run --dry-run`): per step the items it handles, its judge,
 generator and LLM calls, and a projected time. Record counts flow from the input files through each step's
 `estimate`; a finished step gives its real counts instead. Time is items × the step's per-item cost measured
-on the reference machine (2 CPU cores), so it is a rough guide elsewhere, and the counts of steps that
-filter (links kept, candidates kept) are upper bounds."""
+on the reference machine (2 CPU cores), so it is a rough guide elsewhere; the counts of steps that filter
+(links kept, candidates kept) are upper bounds, and so is the time of a trainer that stops early (the judge,
+the generator: every configured epoch is counted)."""
 
 from __future__ import annotations
 

@@ -298,8 +298,9 @@ def plan_table(run_dir: Path, estimates: list[StepEstimate]) -> Table:
                  sum(e.llm_tokens for e in pending),
                  f"{sum(e.seconds or 0 for e in pending) / 60:.0f}" + (f" + {unknown} unknown" if unknown else "")])
     return Table(f"Plan for {run_dir} (projected minutes on the reference 2-core CPU machine; counts after a "
-                 "filter are upper bounds)", ["step", "status", "records", "judge calls", "generated queries",
-                                              "LLM requests", "LLM tokens", "minutes"], rows)
+                 "filter, and the minutes of training that stops early, are upper bounds)",
+                 ["step", "status", "records", "judge calls", "generated queries", "LLM requests", "LLM tokens",
+                  "minutes"], rows)
 
 
 @dataclass(frozen=True)
